@@ -1,0 +1,1 @@
+"""The Aegis asset graph: source → bronze → silver → gold → serving → reports."""

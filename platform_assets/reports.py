@@ -1,0 +1,73 @@
+"""reports/*: the infra audit and the executive dashboard, built from the served warehouse tables."""
+
+
+import base64
+import datetime as dt
+
+import dagster as dg
+
+from platform_assets.audit import audit_markdown, bottlenecks
+from platform_assets.dashboard import render_dashboard
+from platform_assets.metadata import stopwatch
+from platform_assets.partitions import daily
+from platform_assets.serving import DAY_COLUMN
+from resources import Lake, Warehouse
+
+TREND_DAYS = 14
+
+
+@dg.asset(
+    key=["reports", "infra_audit"],
+    deps=[dg.AssetKey(["serving", "server_latency_daily"])],
+    group_name="reports",
+    partitions_def=daily,
+    kinds={"markdown"},
+    description="Latency bottlenecks and the instability ranking of the day's servers.",
+)
+def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
+    day = context.partition_key
+    with stopwatch() as clock:
+        latency = warehouse.read("server_latency_daily", DAY_COLUMN, day, day)
+        report = audit_markdown(day, latency)
+        path = lake.write_bytes("reports", "infra_audit", day, "infra_audit.md", report.encode())
+    found = bottlenecks(latency)
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(report),
+        "bottlenecks": dg.MetadataValue.int(len(found)),
+        "servers": dg.MetadataValue.int(latency.num_rows),
+        "dagster/row_count": dg.MetadataValue.int(latency.num_rows),
+        "bytes": dg.MetadataValue.int(len(report.encode())),
+        "seconds": dg.MetadataValue.float(clock["seconds"]),
+        "path": dg.MetadataValue.path(path),
+    })
+
+
+@dg.asset(
+    key=["reports", "executive_dashboard"],
+    deps=[dg.AssetKey(["serving", t]) for t in
+          ("server_latency_daily", "sales_by_category_daily", "video_views_by_network_daily")],
+    group_name="reports",
+    partitions_def=daily,
+    kinds={"matplotlib"},
+    description="A PNG for the executive team: status codes, latency by server, sales trend, views by network.",
+)
+def executive_dashboard(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
+    day = context.partition_key
+    first = (dt.date.fromisoformat(day) - dt.timedelta(days=TREND_DAYS - 1)).isoformat()
+    with stopwatch() as clock:
+        latency = warehouse.read("server_latency_daily", DAY_COLUMN, day, day)
+        sales = warehouse.read("sales_by_category_daily", DAY_COLUMN, first, day)
+        views = warehouse.read("video_views_by_network_daily", DAY_COLUMN, day, day)
+        png = render_dashboard(day, latency, sales, views)
+        path = lake.write_bytes("reports", "executive_dashboard", day, "dashboard.png", png)
+    image = base64.b64encode(png).decode()
+    return dg.MaterializeResult(metadata={
+        "dashboard": dg.MetadataValue.md(f"![executive dashboard](data:image/png;base64,{image})"),
+        "dagster/row_count": dg.MetadataValue.int(latency.num_rows + sales.num_rows + views.num_rows),
+        "bytes": dg.MetadataValue.int(len(png)),
+        "seconds": dg.MetadataValue.float(clock["seconds"]),
+        "path": dg.MetadataValue.path(path),
+    })
+
+
+assets = [infra_audit, executive_dashboard]

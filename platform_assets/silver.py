@@ -1,0 +1,57 @@
+"""silver/<table> and silver/quarantine/<table>: typed, deduplicated, PII-masked rows and the rejects."""
+
+
+import dagster as dg
+
+from platform_assets.cleansing import cleanse
+from platform_assets.metadata import stopwatch, table_metadata
+from platform_assets.partitions import daily
+from platform_assets.tables import SOURCE_TABLES, SourceTable
+from resources import Lake, PiiMasker
+
+
+def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
+    name = contract.name
+    clean_key, quarantine_key = dg.AssetKey(["silver", name]), dg.AssetKey(["silver", "quarantine", name])
+    bronze_key = dg.AssetKey(["bronze", name])
+
+    @dg.multi_asset(
+        name=f"silver_{name}",
+        partitions_def=daily,
+        specs=[
+            dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
+                         description=f"`{name}` typed to its contract, one row per key, PII masked."),
+            dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
+                         description=f"`{name}` rows that break the contract, with a `_reason` (PII masked)."),
+        ],
+    )
+    def _asset(context: dg.AssetExecutionContext, lake: Lake, masker: PiiMasker):
+        day = context.partition_key
+        with stopwatch() as clock:
+            bronze = lake.read_partition("bronze", name, day)
+            result = cleanse(contract, bronze)
+            clean = masker.mask(result.clean, contract.hashed_pii, contract.name_pii)
+            quarantine = masker.mask(result.quarantine, contract.hashed_pii, contract.name_pii)
+            clean_stats = lake.write_partition("silver", name, day, clean.to_batches(), clean.schema)
+            quarantine_stats = lake.write_partition("silver/quarantine", name, day, quarantine.to_batches(),
+                                                    quarantine.schema)
+        reasons = result.reasons()
+        context.log.info(
+            f"silver/{name} {day}: bronze {bronze.num_rows} = silver {clean.num_rows} "
+            f"+ duplicates {result.duplicates} + quarantined {quarantine.num_rows}"
+        )
+        reconciliation = {
+            "bronze_rows": dg.MetadataValue.int(bronze.num_rows),
+            "duplicates_removed": dg.MetadataValue.int(result.duplicates),
+            "quarantined": dg.MetadataValue.int(quarantine.num_rows),
+        }
+        yield dg.MaterializeResult(asset_key=clean_key, metadata=table_metadata(
+            clean, seconds=clock["seconds"], bytes_=clean_stats.bytes, path=clean_stats.path, **reconciliation))
+        yield dg.MaterializeResult(asset_key=quarantine_key, metadata=table_metadata(
+            quarantine, seconds=clock["seconds"], bytes_=quarantine_stats.bytes, path=quarantine_stats.path,
+            reasons=dg.MetadataValue.json(reasons)))
+
+    return _asset
+
+
+assets = [_silver_assets(contract) for contract in SOURCE_TABLES.values()]

@@ -1,0 +1,9 @@
+"""Everything that touches the outside world, as Dagster resources chosen by URL."""
+
+from resources.lake import Lake
+from resources.pii import PiiMasker
+from resources.source_database import SourceDatabase
+from resources.synthetic import SyntheticVolume
+from resources.warehouse import Warehouse
+
+__all__ = ["Lake", "PiiMasker", "SourceDatabase", "SyntheticVolume", "Warehouse"]

@@ -1,0 +1,122 @@
+"""Where gold is served: a DuckDB file (through dagster-duckdb) or PostgreSQL, one schema of tables.
+
+Writes are idempotent per partition (delete + insert in one transaction) and serialised: a file lock
+for DuckDB, whose file admits one writing process at a time, and a transaction-scoped advisory lock
+for PostgreSQL, so that two runs publishing the same partition can never interleave into duplicates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+from dagster_duckdb import DuckDBResource
+
+from resources.adbc import adbc_connection
+from resources.identifiers import check_day, check_identifier, quote
+from resources.urls import ParsedUrl, absolute, parse_url
+
+SCHEMES = {
+    "duckdb": "duckdb:///path/to/warehouse.duckdb",
+    "postgresql": "postgresql://user@host:5432/dbname",
+    "postgres": "postgres://user@host:5432/dbname",
+}
+_PG_WRITER_LOCK = 0x4AE615  # any constant: the advisory lock all warehouse writers queue on
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Serving tables for BI and reports: `serving.<table>`, published per daily partition."""
+
+    url: str
+    schema_name: str = "serving"
+    ENV_VAR: ClassVar[str] = "AEGIS_WAREHOUSE_URL"
+
+    @property
+    def parsed(self) -> ParsedUrl:
+        return parse_url(self.url, self.ENV_VAR, SCHEMES)
+
+    @property
+    def kind(self) -> str:
+        return "duckdb" if self.parsed.scheme == "duckdb" else "postgres"
+
+    def qualified(self, table: str) -> str:
+        return f"{quote(self.schema_name, 'schema name')}.{quote(table, 'table name')}"
+
+    def publish_partition(self, table: str, data: pa.Table, day_column: str, day: str) -> int:
+        """Replace the rows of `day` in `table` with `data`; re-running never duplicates rows."""
+        where = f"{quote(day_column, 'column')} = DATE '{check_day(day)}'"
+        return self._replace(table, data, where)
+
+    def upsert(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> int:
+        """Replace the rows whose key appears in `data` (for dimensions shared by many days)."""
+        match = " AND ".join(f"s.{quote(k, 'column')} = t.{quote(k, 'column')}" for k in key_columns)
+        return self._replace(table, data, f"EXISTS (SELECT 1 FROM {{staged}} s WHERE {match})", alias="t")
+
+    def read(self, table: str, day_column: str, first_day: str, last_day: str) -> pa.Table:
+        """Rows of `table` whose day is within [first_day, last_day]."""
+        sql = (f"SELECT * FROM {self.qualified(table)} WHERE {quote(day_column, 'column')} "
+               f"BETWEEN DATE '{check_day(first_day)}' AND DATE '{check_day(last_day)}'")
+        return self.query(sql)
+
+    def query(self, sql: str) -> pa.Table:
+        """Run a read-only query written by the platform itself (never user text)."""
+        if self.kind == "duckdb":
+            with self._duckdb() as con:
+                return con.sql(sql).to_arrow_table()
+        with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def _replace(self, table: str, data: pa.Table, where: str, alias: str | None = None) -> int:
+        target = self.qualified(table)
+        staged = quote(f"staged_{check_identifier(table, 'table name')}")
+        delete = f"DELETE FROM {target}{' AS ' + alias if alias else ''} WHERE {where.format(staged=staged)}"
+        if self.kind == "duckdb":
+            with self._duckdb() as con:
+                con.register(staged.strip('"'), data)
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema_name)}")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {staged} LIMIT 0")
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(delete)
+                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {staged}")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.unregister(staged.strip('"'))
+            return data.num_rows
+        with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema_name)}")
+            cur.adbc_ingest(table, data.slice(0, 0), mode="create_append", db_schema_name=self.schema_name)
+            if "{staged}" in where:
+                cur.adbc_ingest(staged.strip('"'), data, mode="replace", temporary=True)
+            cur.execute(delete)
+            cur.adbc_ingest(table, data, mode="append", db_schema_name=self.schema_name)
+            conn.commit()
+        return data.num_rows
+
+    @contextmanager
+    def _duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = absolute(self.parsed.location)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with _file_lock(f"{path}.lock"), DuckDBResource(database=path).get_connection() as con:
+            yield con
+
+
+@contextmanager
+def _file_lock(path: str) -> Iterator[Any]:
+    """Block until this process holds the lock file: one DuckDB writer at a time, across processes."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

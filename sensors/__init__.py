@@ -1,0 +1,1 @@
+"""Automation: the jobs, their schedules and (later) the sensors that watch the platform."""
