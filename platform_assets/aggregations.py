@@ -1,4 +1,8 @@
-"""Gold logic: aggregations in DuckDB over Arrow tables. Every output has a `day` DATE column."""
+"""Gold logic: aggregations in DuckDB over Arrow tables. Every output has a `day` DATE column.
+
+Sums of integers are cast back to BIGINT: DuckDB widens them to HUGEINT, which travels as a
+decimal and lands in PostgreSQL as NUMERIC (read back as text).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def server_latency_daily(infra_logs: pa.Table) -> pa.Table:
 
 def sales_by_category_daily(sales: pa.Table) -> pa.Table:
     return _query("""
-        SELECT CAST(sale_ts AS DATE) AS day, category, count(*) AS orders, sum(quantity) AS units,
+        SELECT CAST(sale_ts AS DATE) AS day, category, count(*) AS orders, CAST(sum(quantity) AS BIGINT) AS units,
                round(sum(total), 2) AS revenue, round(avg(total), 2) AS avg_ticket
         FROM sales GROUP BY ALL ORDER BY day, revenue DESC
     """, sales=sales)
@@ -59,8 +63,9 @@ def video_views_daily(video_events: pa.Table, by: str) -> pa.Table:
     if by not in ("social_network", "institution"):
         raise ValueError(f"cannot group video views by {by!r}")
     return _query(f"""
-        SELECT event_date AS day, {by}, count(DISTINCT video_id) AS videos, sum(views) AS views,
-               sum(likes) AS likes, sum(shares) AS shares, round(sum(watch_seconds) / 3600, 2) AS watch_hours,
+        SELECT event_date AS day, {by}, count(DISTINCT video_id) AS videos, CAST(sum(views) AS BIGINT) AS views,
+               CAST(sum(likes) AS BIGINT) AS likes, CAST(sum(shares) AS BIGINT) AS shares,
+               round(sum(watch_seconds) / 3600, 2) AS watch_hours,
                (sum(likes) + sum(shares)) / greatest(sum(views), 1) AS engagement_rate
         FROM events GROUP BY ALL ORDER BY day, views DESC
     """, events=video_events)

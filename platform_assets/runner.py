@@ -8,7 +8,6 @@ import argparse
 import datetime as dt
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

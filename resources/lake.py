@@ -76,7 +76,8 @@ class Lake(dg.ConfigurableResource):
 
     def partition_dir(self, layer: str, table: str, partition: str) -> str:
         _, root = self.filesystem()
-        return "/".join([root, *_segments(layer), check_identifier(table, "table name"), f"date={check_day(partition)}"])
+        table = check_identifier(table, "table name")
+        return "/".join([root, *_segments(layer), table, f"date={check_day(partition)}"])
 
     def write_partition(
         self, layer: str, table: str, partition: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
@@ -97,8 +98,9 @@ class Lake(dg.ConfigurableResource):
                         writer.close()
                         files.append({"name": name, "rows": rows_in_file})
                     name = f"part-{version}-{len(files):05d}.parquet"
-                    writer = pq.ParquetWriter(fs.open_output_stream(f"{directory}/{name}"), schema,
-                                              compression="zstd")
+                    # given the path (not a stream) the writer owns the stream and closes it, which is
+                    # what completes an S3 multipart upload
+                    writer = pq.ParquetWriter(f"{directory}/{name}", schema, filesystem=fs, compression="zstd")
                     rows_in_file = 0
                 writer.write_batch(batch)
                 rows_in_file += batch.num_rows
@@ -128,7 +130,8 @@ class Lake(dg.ConfigurableResource):
         fs, _ = self.filesystem()
         directory = self.partition_dir(layer, table, partition)
         commit = self._commit(fs, directory, layer, table, partition)
-        tables = [pq.read_table(f"{directory}/{f['name']}", filesystem=fs, columns=columns)
+        # partitioning=None: the hive directory name must not come back as an extra `date` column
+        tables = [pq.read_table(f"{directory}/{f['name']}", filesystem=fs, columns=columns, partitioning=None)
                   for f in commit["files"]]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 

@@ -1,0 +1,41 @@
+# Aegis — the commands a new user needs. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 3000
+ROWS   ?= 10000
+DAYS   ?= 2
+
+.PHONY: up install env test lint validate demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+env: .env
+
+.env:
+	sed "s/^AEGIS_PII_KEY=dev-only-change-me$$/AEGIS_PII_KEY=dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" .env.example > .env
+	@echo "wrote .env from .env.example (with a generated development PII key)"
+
+up: install env  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000
+	mkdir -p data .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: install  ## ruff, then the whole pytest suite
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh temp dir, summarised per layer
+	$(BIN)/python -m platform_assets.runner --days $(DAYS) --rows $(ROWS)
+
+clean:
+	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts

