@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from platform_assets.definitions import assets
+from platform_assets.partitions import daily
 from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
 
 LAYERS = ("source", "bronze", "silver", "gold", "serving", "reports")
@@ -54,9 +55,18 @@ def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-d
     }
 
 
+def check_partitions(days: Sequence[str]) -> None:
+    """Refuse days outside the daily partitions, saying which range is valid."""
+    keys = daily.get_partition_keys()
+    for day in days:
+        if day not in set(keys):
+            raise ValueError(f"partition {day!r} is outside the daily partitions {keys[0]} .. {keys[-1]}")
+
+
 def run_graph(resources: dict, days: Sequence[str], instance: dg.DagsterInstance,
               selection: str | None = None) -> GraphSummary:
     """Materialise the graph (or `selection`) for each day, in process, and add up what each layer did."""
+    check_partitions(days)
     summary = GraphSummary(days=list(days))
     started = time.perf_counter()
     for day in days:

@@ -8,6 +8,7 @@ file and never see a half-written version; files of older versions are removed a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -30,6 +31,29 @@ ROWS_PER_FILE = 2_000_000
 
 class PartitionNotFoundError(FileNotFoundError):
     """The lake holds no committed version of the asked partition."""
+
+
+class LakeUnreachableError(ConnectionError):
+    """The object store behind the lake did not answer; the message names the variable."""
+
+
+def _reachable(method):
+    """Turn the S3 client's network errors into one that names AEGIS_LAKE_URL and the endpoint."""
+
+    @functools.wraps(method)
+    def wrapper(self: Lake, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if "NETWORK_CONNECTION" not in str(exc) and "curlCode" not in str(exc):
+                raise
+            endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+            raise LakeUnreachableError(
+                f"{self.ENV_VAR}={self.parsed.display}: cannot reach the object store at {endpoint}: "
+                f"{str(exc).split('Details:')[-1].strip()}"
+            ) from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,7 @@ class Lake(dg.ConfigurableResource):
         table = check_identifier(table, "table name")
         return "/".join([root, *_segments(layer), table, f"date={check_day(partition)}"])
 
+    @_reachable
     def write_partition(
         self, layer: str, table: str, partition: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
     ) -> WriteStats:
@@ -125,6 +150,7 @@ class Lake(dg.ConfigurableResource):
         return WriteStats(rows=commit["rows"], bytes=sum(f["bytes"] for f in files), files=len(files),
                           path=self._display(directory))
 
+    @_reachable
     def read_partition(self, layer: str, table: str, partition: str, columns: list[str] | None = None) -> pa.Table:
         """The committed version of a partition as one Arrow table."""
         fs, _ = self.filesystem()
@@ -135,6 +161,7 @@ class Lake(dg.ConfigurableResource):
                   for f in commit["files"]]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
+    @_reachable
     def partition_stats(self, layer: str, table: str, partition: str) -> WriteStats:
         fs, _ = self.filesystem()
         directory = self.partition_dir(layer, table, partition)
@@ -142,11 +169,13 @@ class Lake(dg.ConfigurableResource):
         return WriteStats(rows=commit["rows"], bytes=sum(f["bytes"] for f in commit["files"]),
                           files=len(commit["files"]), path=self._display(directory))
 
+    @_reachable
     def has_partition(self, layer: str, table: str, partition: str) -> bool:
         fs, _ = self.filesystem()
         info = fs.get_file_info(f"{self.partition_dir(layer, table, partition)}/{COMMIT_FILE}")
         return info.type == pafs.FileType.File
 
+    @_reachable
     def write_bytes(self, layer: str, table: str, partition: str, name: str, data: bytes) -> str:
         """A small file (a report, an image) beside a partition; returns where it went."""
         fs, _ = self.filesystem()
@@ -156,6 +185,7 @@ class Lake(dg.ConfigurableResource):
         self._write_atomic(fs, path, data)
         return self._display(path)
 
+    @_reachable
     def read_bytes(self, layer: str, table: str, partition: str, name: str) -> bytes:
         fs, _ = self.filesystem()
         with fs.open_input_stream(f"{self.partition_dir(layer, table, partition)}/{_file_name(name)}") as f:

@@ -1,0 +1,66 @@
+"""The code location loads in Dagster as a user would load it, with every layer and schedule."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from platform_assets.definitions import defs
+from platform_assets.partitions import daily
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dagster_definitions_validate_passes_on_the_workspace():
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Validation successful for code location aegis" in result.stdout + result.stderr
+
+
+def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, list] = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        groups.setdefault(node.group_name, []).append(key)
+        assert node.partitions_def == daily, key
+        assert node.description, f"{key.to_user_string()} needs a description for the UI"
+    assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports"}
+    assert dg.AssetKey(["silver", "quarantine", "sales"]) in groups["silver"]
+
+
+def test_every_asset_depends_on_the_layer_before_it():
+    graph = defs.resolve_asset_graph()
+    previous = {"bronze": "source", "silver": "bronze", "gold": "silver", "serving": "gold", "reports": "serving"}
+    for key in graph.get_all_asset_keys():
+        layer = key.path[0]
+        if layer in previous:
+            parents = {p.path[0] for p in graph.get(key).parent_keys}
+            assert parents == {previous[layer]}, key
+
+
+def test_schedules_run_the_layers_at_their_hours_and_start_running():
+    schedules = {s.name: defs.resolve_schedule_def(s.name) for s in defs.schedules}
+    expected = {"ingest_0800": ("ingest_job", "0 8 * * *"), "ingest_2000": ("ingest_job", "0 20 * * *"),
+                "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *")}
+    assert set(schedules) == set(expected)
+    for name, (job, cron) in expected.items():
+        assert schedules[name].job_name == job
+        assert schedules[name].cron_schedule == cron
+        assert schedules[name].default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_jobs_select_their_layers():
+    graph = defs.resolve_asset_graph()
+    layers = {"ingest_job": {"source", "bronze"}, "transform_job": {"silver", "gold"},
+              "publish_job": {"serving", "reports"}}
+    for name, expected in layers.items():
+        job = defs.resolve_job_def(name)
+        keys = job.asset_layer.selected_asset_keys
+        assert {k.path[0] for k in keys} == expected
+        assert len(keys) == sum(1 for k in graph.get_all_asset_keys() if k.path[0] in expected)
+        assert job.partitions_def == daily
