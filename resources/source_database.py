@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 import adbc_driver_manager.dbapi as dbapi
@@ -21,8 +23,48 @@ SCHEMES = {
 }
 
 
+STREAM_BATCH_ROWS = 65_536  # SQLite's driver defaults to 1,024-row batches: too small to write Parquet well
+_CREATE_TABLE = re.compile(
+    r'^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"[^"]+"|\[[^\]]+\]|`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)',
+    re.IGNORECASE,
+)
+_CREATE_INDEX = re.compile(
+    r'^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?("[^"]+"|\S+)\s+ON\s+(?:ONLY\s+)?("[^"]+"|\S+)(.*)$',
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 class UnknownTableError(LookupError):
     """The named table is not in the source database."""
+
+
+@dataclass(frozen=True)
+class TableDefinition:
+    """What it takes to recreate a table: its CREATE TABLE and CREATE INDEX statements."""
+
+    ddl: str
+    indexes: tuple[str, ...]
+
+    def create_as(self, name: str) -> str:
+        """The CREATE TABLE statement for the same columns under another (checked) name."""
+        ddl, count = _CREATE_TABLE.subn(f"CREATE TABLE {quote(name, 'table name')}", self.ddl, count=1)
+        if count != 1:
+            raise ValueError(f"cannot read the table name in DDL: {self.ddl[:80]!r}")
+        return ddl
+
+    def indexes_on(self, table: str, target: str) -> list[str]:
+        """The index statements for `target`; renamed (prefixed) when `target` is not `table`."""
+        statements = []
+        for ddl in self.indexes:
+            match = _CREATE_INDEX.match(ddl)
+            if not match:
+                raise ValueError(f"cannot read index DDL: {ddl[:80]!r}")
+            unique, index, _, rest = match.groups()
+            index = index.strip('"').split(".")[-1]
+            name = index if target == table else f"{target}__{index}"[:63]
+            statements.append(f"CREATE {unique or ''}INDEX IF NOT EXISTS {quote(name, 'index name')} "
+                              f"ON {quote(target, 'table name')}{rest}")
+        return statements
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -73,8 +115,81 @@ class SourceDatabase(dg.ConfigurableResource):
         """Stream one day's rows as Arrow record batches; memory stays bounded by the batch size."""
         with self.connect() as conn, conn.cursor() as cur:
             self._require(conn, table)
-            cur.execute(f"SELECT * FROM {quote(table, 'table name')} WHERE {day_range_sql(day_column, day)}")
-            yield cur.fetch_record_batch()
+            yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')} WHERE {day_range_sql(day_column, day)}")
+
+    @contextmanager
+    def read_table(self, table: str) -> Iterator[pa.RecordBatchReader]:
+        """Stream a whole table as Arrow record batches (for checkpoints); memory stays bounded."""
+        with self.connect() as conn, conn.cursor() as cur:
+            self._require(conn, table)
+            yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')}")
+
+    def count(self, table: str) -> int:
+        with self.connect() as conn, conn.cursor() as cur:
+            self._require(conn, table)
+            cur.execute(f"SELECT COUNT(*) FROM {quote(table, 'table name')}")
+            return int(cur.fetchone()[0])
+
+    def describe(self, table: str) -> TableDefinition:
+        """The table's DDL and index DDL, read from the catalogue, to recreate it on restore."""
+        with self.connect() as conn, conn.cursor() as cur:
+            self._require(conn, table)
+            if self.kind == "sqlite":
+                cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", parameters=[table])
+                ddl = cur.fetchone()[0]
+                cur.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                            "AND sql IS NOT NULL ORDER BY name", parameters=[table])
+                return TableDefinition(ddl=ddl, indexes=tuple(r[0] for r in cur.fetchall()))
+            cur.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+                "JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace n ON c.relnamespace = n.oid "
+                "WHERE n.nspname = current_schema() AND c.relname = $1 AND a.attnum > 0 AND NOT a.attisdropped "
+                "ORDER BY a.attnum", parameters=[table])
+            columns = ", ".join(f"{_quote_catalog(name)} {kind}{' NOT NULL' if not_null else ''}"
+                                for name, kind, not_null in cur.fetchall())
+            cur.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 "
+                        "ORDER BY indexname", parameters=[table])
+            return TableDefinition(ddl=f"CREATE TABLE {quote(table)} ({columns})",
+                                   indexes=tuple(r[0] for r in cur.fetchall()))
+
+    # ------------------------------------------------------------ restore steps, inside one transaction
+
+    @contextmanager
+    def transaction(self) -> Iterator[dbapi.Connection]:
+        """One transaction for a whole restore: nothing is visible, or kept, until `commit()`."""
+        with self.connect() as conn:
+            yield conn
+
+    def load_into_temporary(self, conn: dbapi.Connection, definition: TableDefinition, temporary: str,
+                            batches: pa.RecordBatchReader) -> None:
+        with conn.cursor() as cur:
+            if _table_exists(conn, self.kind, temporary):
+                cur.execute(f"DROP TABLE {quote(temporary, 'table name')}")
+            cur.execute(definition.create_as(temporary))
+            cur.adbc_ingest(temporary, batches, mode="append")
+
+    @contextmanager
+    def read_in(self, conn: dbapi.Connection, table: str) -> Iterator[pa.RecordBatchReader]:
+        """Stream a table as this transaction sees it (uncommitted rows included)."""
+        with conn.cursor() as cur:
+            yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')}")
+
+    def swap(self, conn: dbapi.Connection, temporary: str, target: str, indexes: Sequence[str]) -> None:
+        """Put `temporary` in the place of `target` and recreate the indexes; atomic at commit."""
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {quote(target, 'table name')}")
+            cur.execute(f"ALTER TABLE {quote(temporary, 'table name')} RENAME TO {quote(target, 'table name')}")
+            for statement in indexes:
+                cur.execute(statement)
+
+    def exists_in(self, conn: dbapi.Connection, table: str) -> bool:
+        return _table_exists(conn, self.kind, check_identifier(table, "table name"))
+
+    def _stream(self, cur: dbapi.Cursor, sql: str) -> pa.RecordBatchReader:
+        if self.kind == "sqlite":
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(STREAM_BATCH_ROWS)})
+        cur.execute(sql)
+        return cur.fetch_record_batch()
 
     def count_day(self, table: str, day_column: str, day: str) -> int:
         with self.connect() as conn, conn.cursor() as cur:
@@ -87,6 +202,11 @@ class SourceDatabase(dg.ConfigurableResource):
     def _require(self, conn: dbapi.Connection, table: str) -> None:
         if not _table_exists(conn, self.kind, check_identifier(table, "table name")):
             raise UnknownTableError(f"table {table!r} does not exist in {self.ENV_VAR}={self.display_url}")
+
+
+def _quote_catalog(name: str) -> str:
+    """Quote a column name read from the database's own catalogue (may hold any character)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _table_exists(conn: dbapi.Connection, kind: str, table: str) -> bool:

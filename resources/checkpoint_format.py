@@ -1,0 +1,173 @@
+"""The checkpoint format, as pure functions: ids, the sealed manifest, the content fingerprint, encryption.
+
+    <lake>/checkpoints/<table>/<checkpoint_id>/part-00000.parquet …
+    <lake>/checkpoints/<table>/<checkpoint_id>/manifest.json    ← written last; no manifest = no checkpoint
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+
+import duckdb
+import pyarrow as pa
+
+FORMAT = "aegis-checkpoint"
+FORMAT_VERSION = 1
+FINGERPRINT_ALGORITHM = "duckdb-hash-rows-sum64"
+ENCRYPTION_ALGORITHM = "AES-256-GCM"
+_ID = re.compile(r"^(\d{8}T\d{6}\d{6}Z)-([0-9a-f]{6})$")
+_NONCE_BYTES = 12
+
+
+class InvalidCheckpointIdError(ValueError):
+    """A checkpoint id that does not match the strict pattern (and so never becomes a path)."""
+
+
+class CheckpointKeyError(ValueError):
+    """Encryption is configured wrongly, or a checkpoint cannot be read with the key at hand."""
+
+
+def new_checkpoint_id(now: dt.datetime | None = None) -> str:
+    """Sortable UTC time to the microsecond plus a short random suffix: 20261122T140501123456Z-1a2b3c."""
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
+
+
+def check_checkpoint_id(checkpoint_id: str) -> str:
+    if not isinstance(checkpoint_id, str) or not _ID.match(checkpoint_id):
+        raise InvalidCheckpointIdError(
+            f"invalid checkpoint id {checkpoint_id!r}: expected YYYYMMDDTHHMMSSffffffZ-xxxxxx"
+        )
+    return checkpoint_id
+
+
+def checkpoint_time(checkpoint_id: str) -> dt.datetime:
+    stamp = _ID.match(check_checkpoint_id(checkpoint_id)).group(1)
+    return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _canonical(document: dict) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal(manifest: dict) -> bytes:
+    """The manifest as JSON with `manifest_sha256`, a checksum of everything else, added."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return json.dumps({**body, "manifest_sha256": hashlib.sha256(_canonical(body)).hexdigest()},
+                      indent=2, sort_keys=True).encode()
+
+
+def unseal(data: bytes) -> dict:
+    """Parse a manifest and check its own checksum; raises ValueError when it was altered."""
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError("not an aegis checkpoint manifest")
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    if hashlib.sha256(_canonical(body)).hexdigest() != manifest.get("manifest_sha256"):
+        raise ValueError("manifest checksum mismatch: the manifest was altered or truncated")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported checkpoint format version {manifest.get('format_version')}")
+    return manifest
+
+
+def schema_to_text(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+class Fingerprint:
+    """Order-independent content fingerprint: the sum (mod 2^64) of a hash of every row.
+
+    Feed record batches in any order and split; equal multisets of rows give equal values.
+    """
+
+    def __init__(self) -> None:
+        self._sum = 0
+        self._con = duckdb.connect()
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        columns = ", ".join(f'"{i}"' for i in range(table.num_columns))
+        renamed = table.rename_columns([str(i) for i in range(table.num_columns)])
+        self._con.register("rows_in", renamed)
+        # 32-bit halves summed as BIGINT stay exact (DuckDB sums UHUGEINT as DOUBLE)
+        high, low = self._con.sql(
+            f"SELECT sum(CAST(h >> 32 AS BIGINT)), sum(CAST(h & 4294967295 AS BIGINT)) "
+            f"FROM (SELECT hash({columns}) AS h FROM rows_in)"
+        ).fetchall()[0]
+        self._con.unregister("rows_in")
+        self._sum = (self._sum + (int(high) << 32) + int(low)) % (1 << 64)
+
+    def hexdigest(self) -> str:
+        return f"{self._sum:016x}"
+
+
+def fingerprint_of(batches) -> str:
+    fp = Fingerprint()
+    for batch in batches:
+        fp.update(batch)
+    return fp.hexdigest()
+
+
+# ---------------------------------------------------------------- encryption
+
+
+def parse_key(text: str | None, variable: str = "AEGIS_CHECKPOINT_KEY") -> bytes | None:
+    """32 bytes from 64 hex characters or base64; None when unset. Anything else fails loudly."""
+    if text is None or text == "":
+        return None
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise CheckpointKeyError(
+            f"{variable} must be a 32-byte key written as 64 hex characters or base64 "
+            "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); refusing to write plaintext"
+        )
+    return raw
+
+
+def key_id(key: bytes) -> str:
+    """A public name for a key (never the key): the first 16 hex characters of its SHA-256."""
+    return hashlib.sha256(b"aegis-checkpoint-key:" + key).hexdigest()[:16]
+
+
+def encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def decrypt(key: bytes, blob: bytes, associated: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated)
+    except InvalidTag:
+        raise CheckpointKeyError("decryption failed: wrong key or tampered file") from None
