@@ -6,8 +6,10 @@ HOST   ?= 127.0.0.1
 PORT   ?= 3000
 ROWS   ?= 10000
 DAYS   ?= 2
+DRILL_ROWS ?= 100000
+TABLE  ?= infra_logs
 
-.PHONY: up install env test lint validate demo clean
+.PHONY: up install env test lint validate demo drill clean
 
 install: $(VENV)/.installed
 
@@ -23,9 +25,14 @@ env: .env
 	sed "s/^AEGIS_PII_KEY=dev-only-change-me$$/AEGIS_PII_KEY=dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" .env.example > .env
 	@echo "wrote .env from .env.example (with a generated development PII key)"
 
-up: install env  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000
-	mkdir -p data .dagster_home
+up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000
+	mkdir -p data
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# the local instance: poll the run queue every second so a sensor-launched restore starts at once
+.dagster_home/dagster.yaml:
+	mkdir -p .dagster_home
+	printf 'run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n' > $@
 
 test: install  ## ruff, then the whole pytest suite
 	$(BIN)/ruff check .
@@ -39,3 +46,6 @@ demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh
 
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
+
+drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
+	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)

@@ -1,20 +1,29 @@
-"""The one place that assembles the code location: every layer's assets, jobs, schedules, resources."""
+"""The one place that assembles the code location: every layer's assets, checks, jobs, schedules,
+sensors and resources."""
 
 import dagster as dg
 
-from platform_assets import bronze, gold, reports, serving, silver, source
-from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
-from sensors.jobs import jobs
+from platform_assets import bronze, checkpoints, gold, recovery, reports, serving, silver, source
+from platform_assets.tables import SOURCE_TABLES
+from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
+from sensors.jobs import jobs, recovery_job
 from sensors.schedules import schedules
+from sensors.source_watch import WatchSettings, build_source_watch
 
-assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets]
+assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
+          *checkpoints.assets, *recovery.assets]
+asset_checks = [*checkpoints.checks]
+sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, WatchSettings.from_env())]
 
+lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))
 resources = {
     "source_db": SourceDatabase(url=dg.EnvVar("AEGIS_SOURCE_URL")),
-    "lake": Lake(url=dg.EnvVar("AEGIS_LAKE_URL")),
+    "lake": lake,
     "warehouse": Warehouse(url=dg.EnvVar("AEGIS_WAREHOUSE_URL")),
     "masker": PiiMasker(key=dg.EnvVar("AEGIS_PII_KEY")),
     "volume": SyntheticVolume(rows_per_day=dg.EnvVar.int("AEGIS_ROWS_PER_DAY")),
+    "checkpoints": CheckpointStore(lake=lake),  # AEGIS_CHECKPOINT_KEY, if set, is read when used
 }
 
-defs = dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
+defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=jobs, schedules=schedules, sensors=sensors,
+                      resources=resources)

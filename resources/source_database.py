@@ -90,6 +90,15 @@ class SourceDatabase(dg.ConfigurableResource):
         with adbc_connection(self.parsed, self.ENV_VAR) as conn:
             yield conn
 
+    def tables(self) -> set[str]:
+        """Names of the tables that exist now (one query: the watch sensor asks every few seconds)."""
+        with self.connect() as conn, conn.cursor() as cur:
+            if self.kind == "sqlite":
+                cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            else:
+                cur.execute("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()")
+            return {row[0] for row in cur.fetchall()}
+
     def table_exists(self, table: str) -> bool:
         check_identifier(table, "table name")
         with self.connect() as conn:
@@ -115,7 +124,8 @@ class SourceDatabase(dg.ConfigurableResource):
         """Stream one day's rows as Arrow record batches; memory stays bounded by the batch size."""
         with self.connect() as conn, conn.cursor() as cur:
             self._require(conn, table)
-            yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')} WHERE {day_range_sql(day_column, day)}")
+            where = day_range_sql(day_column, day)
+            yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')} WHERE {where}")
 
     @contextmanager
     def read_table(self, table: str) -> Iterator[pa.RecordBatchReader]:

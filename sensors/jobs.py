@@ -15,4 +15,15 @@ publish_job = dg.define_asset_job(
     description="Gold goes to the warehouse; the reports are rebuilt from it.",
 )
 
-jobs = [ingest_job, transform_job, publish_job]
+checkpoint_job = dg.define_asset_job(
+    "checkpoint_job", selection=dg.AssetSelection.groups("checkpoints"),
+    description="A verified checkpoint of every source table.",
+)
+recovery_job = dg.define_asset_job(
+    "recovery_job", selection=dg.AssetSelection.groups("recovery"),
+    # one process: a restore must not wait for a second Python to start
+    executor_def=dg.in_process_executor,
+    description="Restores source tables; launched by source_table_watch with the lost table selected.",
+)
+
+jobs = [ingest_job, transform_job, publish_job, checkpoint_job, recovery_job]

@@ -1,0 +1,112 @@
+"""source_table_watch: notices a lost or shrunken source table and requests its restore.
+
+Each tick asks the database which protected tables exist (one query) and compares row counts with
+the newest checkpoint. The cursor remembers, per table, its state and how many losses were seen, so
+the run key `restore-<table>-loss-<n>` makes repeated ticks over one loss launch one restore, while a
+table dropped again after being restored is a new loss (n + 1) and is restored again.
+"""
+
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from resources import CheckpointStore, SourceDatabase
+
+MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    interval_seconds: int = 5
+    shrink_alert_share: float = 0.5  # present but below this share of the newest checkpoint's rows: alert
+    restore_on_shrink: bool = False  # … and restore automatically only when this is set
+
+    @classmethod
+    def from_env(cls) -> "WatchSettings":
+        return cls(
+            interval_seconds=int(os.environ.get("AEGIS_WATCH_INTERVAL_SECONDS", cls.interval_seconds)),
+            shrink_alert_share=float(os.environ.get("AEGIS_SHRINK_ALERT_SHARE", cls.shrink_alert_share)),
+            restore_on_shrink=os.environ.get("AEGIS_RESTORE_ON_SHRINK", "false").lower() in ("1", "true", "yes"),
+        )
+
+
+def build_source_watch(tables: Sequence[str], job,
+                       settings: WatchSettings = WatchSettings()) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="source_table_watch",
+        job=job,
+        # The daemon evaluates sensors in a 5-second loop. A minimum interval equal to the loop period is
+        # missed whenever a loop starts a moment early, doubling the gap; one second less makes every due
+        # loop evaluate the sensor, so tables are checked every `interval_seconds`.
+        minimum_interval_seconds=max(1, settings.interval_seconds - 1),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Every {settings.interval_seconds} s: restore a protected source table that disappeared; "
+        f"alert when one shrinks below {settings.shrink_alert_share:.0%} of its newest checkpoint"
+        + (" (and restore it)." if settings.restore_on_shrink else "."),
+    )
+    def source_table_watch(context: dg.SensorEvaluationContext, source_db: SourceDatabase,
+                           checkpoints: CheckpointStore) -> dg.SensorResult | dg.SkipReason:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = dt.datetime.now(dt.UTC).isoformat()
+        existing = source_db.tables()
+        requests, notes = [], []
+        for table in tables:
+            state = cursor.get(table, {"state": "unknown", "losses": 0, "shrinks": 0, "seen_at": None})
+            ids = checkpoints.list(table)
+            if not ids:
+                notes.append(f"{table}: no checkpoint yet, nothing to restore from (not protected)")
+                state["state"] = "unprotected"
+            elif table not in existing:
+                if state["state"] != "missing":
+                    state.update(state="missing", losses=state["losses"] + 1, detected_at=now, retries=0)
+                    context.log.warning(f"protected table {table} is missing; requesting a restore")
+                key = f"restore-{table}-loss-{state['losses']}"
+                key = _retry_key(context, key, state)
+                requests.append(_request(table, key, state, "loss"))
+            else:
+                rows = source_db.count(table)
+                expected = checkpoints.manifest(table, ids[-1])["rows"]
+                if expected and rows < settings.shrink_alert_share * expected:
+                    if state["state"] != "shrunk":
+                        state.update(state="shrunk", shrinks=state["shrinks"] + 1, detected_at=now, retries=0)
+                        context.log.error(f"ALERT: {table} holds {rows:,} rows, below "
+                                          f"{settings.shrink_alert_share:.0%} of its newest checkpoint "
+                                          f"({expected:,} rows)")
+                    if settings.restore_on_shrink:
+                        key = f"restore-{table}-shrink-{state['shrinks']}"
+                        requests.append(_request(table, _retry_key(context, key, state), state, "shrink"))
+                    else:
+                        notes.append(f"{table}: shrunk to {rows:,} of {expected:,} rows (alerted; "
+                                     "automatic restore on shrink is off)")
+                else:
+                    state.update(state="present", seen_at=now)
+            cursor[table] = state
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        context.update_cursor(json.dumps(cursor))
+        return dg.SkipReason("; ".join(notes) or f"all {len(tables)} protected tables present")
+
+    return source_table_watch
+
+
+def _request(table: str, key: str, state: dict, reason: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=key,
+        asset_selection=[dg.AssetKey(["recovery", table])],
+        tags={"aegis/trigger": "source_table_watch", "aegis/reason": reason, "aegis/restore_key": key,
+              "aegis/detected_at": state["detected_at"], "aegis/last_seen_at": state.get("seen_at") or ""},
+    )
+
+
+def _retry_key(context: dg.SensorEvaluationContext, key: str, state: dict) -> str:
+    """While the table stays lost and the last restore run failed, ask again (a few times)."""
+    attempt_key = key if not state.get("retries") else f"{key}-retry-{state['retries']}"
+    runs = context.instance.get_runs(dg.RunsFilter(tags={"aegis/restore_key": attempt_key}), limit=1)
+    if runs and runs[0].status == dg.DagsterRunStatus.FAILURE and state.get("retries", 0) < MAX_RETRIES:
+        state["retries"] = state.get("retries", 0) + 1
+        return f"{key}-retry-{state['retries']}"
+    return attempt_key
