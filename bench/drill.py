@@ -27,6 +27,8 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
 """
 
 

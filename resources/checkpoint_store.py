@@ -83,7 +83,7 @@ class CheckpointStore(dg.ConfigurableResource):
     def _dir(self, table: str, checkpoint_id: str | None = None) -> str:
         _, root = self._fs()
         path = f"{root}/{check_identifier(table, 'table name')}"
-        return f"{path}/{check_checkpoint_id(checkpoint_id)}" if checkpoint_id else path
+        return path if checkpoint_id is None else f"{path}/{check_checkpoint_id(checkpoint_id)}"
 
     def _key(self) -> bytes | None:
         text = self.encryption_key if self.encryption_key is not None else os.environ.get(self.KEY_VAR)
@@ -191,17 +191,24 @@ class CheckpointStore(dg.ConfigurableResource):
             ids = [i for i in ids if checkpoint_time(i) <= as_of.astimezone(dt.UTC)]
         return ids[::-1]
 
+    def key_for(self, table: str, checkpoint_id: str, manifest: dict) -> bytes | None:
+        """The key that opens this checkpoint (None when it is plain), or an error saying what is wrong."""
+        if not manifest["encryption"]:
+            return None
+        wanted, key = manifest["encryption"]["key_id"], self._key()
+        if key is None:
+            raise CheckpointKeyError(
+                f"checkpoint {checkpoint_id} of {table!r} is encrypted (key id {wanted}); "
+                f"set {self.KEY_VAR} to read it")
+        if key_id(key) != wanted:
+            raise CheckpointKeyError(
+                f"checkpoint {checkpoint_id} of {table!r} was encrypted with key id {wanted}, "
+                f"but {self.KEY_VAR} has key id {key_id(key)}")
+        return key
+
     def read_batches(self, table: str, checkpoint_id: str, manifest: dict) -> Iterator[pa.RecordBatch]:
         """Decode a checkpoint part by part (decrypting each), so memory is bounded by one part."""
-        key = self._key() if manifest["encryption"] else None
-        if manifest["encryption"] and key is None:
-            raise CheckpointKeyError(
-                f"checkpoint {checkpoint_id} of {table!r} is encrypted (key id "
-                f"{manifest['encryption']['key_id']}); set {self.KEY_VAR} to read it")
-        if key is not None and key_id(key) != manifest["encryption"]["key_id"]:
-            raise CheckpointKeyError(
-                f"checkpoint {checkpoint_id} of {table!r} was encrypted with key id "
-                f"{manifest['encryption']['key_id']}, but {self.KEY_VAR} has key id {key_id(key)}")
+        key = self.key_for(table, checkpoint_id, manifest)
         for entry in manifest["files"]:
             data = self._read(f"{self._dir(table, checkpoint_id)}/{_part_name(entry)}")
             if key is not None:
@@ -280,7 +287,7 @@ class CheckpointStore(dg.ConfigurableResource):
         now = now or dt.datetime.now(dt.UTC)
         ids = self.candidates(table)
         protected = set(ids[:keep_last]) | self._leased(table)
-        newest_verified = self.latest_verified(table, "quick")
+        newest_verified = self.latest_verified(table, "full")
         if newest_verified:
             protected.add(newest_verified)
         doomed = [i for i in ids if i not in protected and now - checkpoint_time(i) > keep_within]
@@ -385,12 +392,8 @@ def _check_files(store: CheckpointStore, table: str, checkpoint_id: str, manifes
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             problems.append(f"{name} sha256 differs from the manifest")
             continue
-        if manifest["encryption"]:
-            key = store._key()
-            if key is None or key_id(key) != manifest["encryption"]["key_id"]:
-                problems.append(f"cannot count rows of {name}: encrypted with key id "
-                                f"{manifest['encryption']['key_id']}, which {store.KEY_VAR} does not hold")
-                continue
+        key = store.key_for(table, checkpoint_id, manifest)
+        if key is not None:
             data = decrypt(key, data, associated=f"{table}/{checkpoint_id}/{name}".encode())
         rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
         if rows != entry["rows"]:

@@ -61,12 +61,14 @@ def build_source_watch(tables: Sequence[str], job,
                 notes.append(f"{table}: no checkpoint yet, nothing to restore from (not protected)")
                 state["state"] = "unprotected"
             elif table not in existing:
-                if state["state"] != "missing":
+                if state["state"] != "missing":  # a new loss
                     state.update(state="missing", losses=state["losses"] + 1, detected_at=now, retries=0)
                     context.log.warning(f"protected table {table} is missing; requesting a restore")
-                key = f"restore-{table}-loss-{state['losses']}"
-                key = _retry_key(context, key, state)
-                requests.append(_request(table, key, state, "loss"))
+                    requests.append(_request(table, f"restore-{table}-loss-{state['losses']}", state, "loss"))
+                elif retry := _retry_key(context, f"restore-{table}-loss-{state['losses']}", state):
+                    requests.append(_request(table, retry, state, "loss"))
+                else:
+                    notes.append(f"{table}: missing, restore requested")
             else:
                 rows = source_db.count(table)
                 expected = checkpoints.manifest(table, ids[-1])["rows"]
@@ -78,7 +80,11 @@ def build_source_watch(tables: Sequence[str], job,
                                           f"({expected:,} rows)")
                     if settings.restore_on_shrink:
                         key = f"restore-{table}-shrink-{state['shrinks']}"
-                        requests.append(_request(table, _retry_key(context, key, state), state, "shrink"))
+                        if state.get("requested") != key:
+                            state["requested"] = key
+                            requests.append(_request(table, key, state, "shrink"))
+                        elif retry := _retry_key(context, key, state):
+                            requests.append(_request(table, retry, state, "shrink"))
                     else:
                         notes.append(f"{table}: shrunk to {rows:,} of {expected:,} rows (alerted; "
                                      "automatic restore on shrink is off)")
@@ -102,11 +108,12 @@ def _request(table: str, key: str, state: dict, reason: str) -> dg.RunRequest:
     )
 
 
-def _retry_key(context: dg.SensorEvaluationContext, key: str, state: dict) -> str:
-    """While the table stays lost and the last restore run failed, ask again (a few times)."""
+def _retry_key(context: dg.SensorEvaluationContext, key: str, state: dict) -> str | None:
+    """A new run key when the last restore run for this loss failed and the table is still lost."""
     attempt_key = key if not state.get("retries") else f"{key}-retry-{state['retries']}"
     runs = context.instance.get_runs(dg.RunsFilter(tags={"aegis/restore_key": attempt_key}), limit=1)
     if runs and runs[0].status == dg.DagsterRunStatus.FAILURE and state.get("retries", 0) < MAX_RETRIES:
         state["retries"] = state.get("retries", 0) + 1
+        context.log.warning(f"restore run {runs[0].run_id} failed; trying again ({state['retries']}/{MAX_RETRIES})")
         return f"{key}-retry-{state['retries']}"
-    return attempt_key
+    return None
