@@ -14,11 +14,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.definitions import assets
+from platform_assets.definitions import asset_checks, assets
 from platform_assets.partitions import daily
-from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
+from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
 
 LAYERS = ("source", "bronze", "silver", "gold", "serving", "reports")
+MEDALLION = dg.AssetSelection.groups(*LAYERS)
 
 
 @dataclass
@@ -35,6 +36,16 @@ class GraphSummary:
     wall_seconds: float = 0.0
     layers: dict[str, LayerSummary] = field(default_factory=lambda: {name: LayerSummary() for name in LAYERS})
 
+    def add(self, result: dg.ExecuteInProcessResult) -> None:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            layer = self.layers.setdefault(materialization.asset_key.path[0], LayerSummary())
+            meta = materialization.metadata
+            layer.assets += 1
+            layer.rows += int(meta["dagster/row_count"].value) if "dagster/row_count" in meta else 0
+            layer.bytes += int(meta["bytes"].value) if "bytes" in meta else 0
+            layer.seconds += float(meta["seconds"].value) if "seconds" in meta else 0.0
+
     def table(self) -> str:
         lines = [f"Aegis graph for {', '.join(self.days)} ({self.wall_seconds:.1f} s wall)", "",
                  f"| {'layer':<8} | {'assets':>6} | {'rows':>12} | {'bytes':>14} | {'seconds':>8} |",
@@ -46,9 +57,11 @@ class GraphSummary:
 
 def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-demo-key") -> dict:
     """The embedded stack (SQLite source, local lake, DuckDB warehouse) under one directory."""
+    lake = Lake(url=f"file://{root}/lake")
     return {
         "source_db": SourceDatabase(url=f"sqlite:///{root}/source.db"),
-        "lake": Lake(url=f"file://{root}/lake"),
+        "lake": lake,
+        "checkpoints": CheckpointStore(lake=lake, encryption_key=""),
         "warehouse": Warehouse(url=f"duckdb:///{root}/warehouse.duckdb"),
         "masker": PiiMasker(key=pii_key),
         "volume": SyntheticVolume(rows_per_day=rows_per_day),
@@ -64,22 +77,18 @@ def check_partitions(days: Sequence[str]) -> None:
 
 
 def run_graph(resources: dict, days: Sequence[str], instance: dg.DagsterInstance,
-              selection: str | None = None) -> GraphSummary:
-    """Materialise the graph (or `selection`) for each day, in process, and add up what each layer did."""
+              selection: str | dg.AssetSelection = MEDALLION, checkpoint: bool = False) -> GraphSummary:
+    """Materialise the daily layers (or `selection`) for each day, in process, adding up what each layer
+    did; with `checkpoint`, then take a verified checkpoint of every source table."""
     check_partitions(days)
     summary = GraphSummary(days=list(days))
     started = time.perf_counter()
     for day in days:
-        result = dg.materialize(assets, resources=resources, instance=instance, partition_key=day,
-                                selection=selection, raise_on_error=True)
-        for event in result.get_asset_materialization_events():
-            materialization = event.event_specific_data.materialization
-            layer = summary.layers[materialization.asset_key.path[0]]
-            meta = materialization.metadata
-            layer.assets += 1
-            layer.rows += int(meta["dagster/row_count"].value) if "dagster/row_count" in meta else 0
-            layer.bytes += int(meta["bytes"].value) if "bytes" in meta else 0
-            layer.seconds += float(meta["seconds"].value) if "seconds" in meta else 0.0
+        summary.add(dg.materialize(assets, resources=resources, instance=instance, partition_key=day,
+                                   selection=selection, raise_on_error=True))
+    if checkpoint:
+        summary.add(dg.materialize([*assets, *asset_checks], resources=resources, instance=instance,
+                                   selection=dg.AssetSelection.groups("checkpoints"), raise_on_error=True))
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -99,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="aegis-demo-"))
     (workdir / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(workdir / "dagster_home")) as instance:
-        summary = run_graph(embedded_resources(workdir, args.rows), last_days(args.days), instance)
+        summary = run_graph(embedded_resources(workdir, args.rows), last_days(args.days), instance,
+                            checkpoint=True)
     print(summary.table())
     print(f"\n{args.rows:,} rows per table per day; data in {workdir}" if args.keep else "")
     if not args.keep:

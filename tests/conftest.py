@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from platform_assets.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
-from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse  # noqa: E402
+from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PII_KEY = "test-secret-pii-key"
@@ -201,9 +201,11 @@ def embedded_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="session")
 def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
+    lake = Lake(url=f"s3://{s3_env.bucket}/prod", endpoint_url=s3_env.endpoint)
     resources = {
         "source_db": SourceDatabase(url=make_pg_database("source")),
-        "lake": Lake(url=f"s3://{s3_env.bucket}/prod", endpoint_url=s3_env.endpoint),
+        "lake": lake,
+        "checkpoints": CheckpointStore(lake=lake, encryption_key=""),
         "warehouse": Warehouse(url=make_pg_database("serving")),
         "masker": PiiMasker(key=PII_KEY),
         "volume": SyntheticVolume(rows_per_day=ROWS),

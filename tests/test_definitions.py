@@ -9,6 +9,7 @@ import dagster as dg
 
 from platform_assets.definitions import defs
 from platform_assets.partitions import daily
+from platform_assets.tables import SOURCE_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,15 +28,21 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         groups.setdefault(node.group_name, []).append(key)
-        assert node.partitions_def == daily, key
+        if node.group_name in ("checkpoints", "recovery"):  # whole tables, point in time
+            assert node.partitions_def is None, key
+        else:
+            assert node.partitions_def == daily, key
         assert node.description, f"{key.to_user_string()} needs a description for the UI"
-    assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports"}
+    assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery"}
+    for layer in ("checkpoints", "recovery"):
+        assert sorted(k.path[1] for k in groups[layer]) == sorted(SOURCE_TABLES)
     assert dg.AssetKey(["silver", "quarantine", "sales"]) in groups["silver"]
 
 
 def test_every_asset_depends_on_the_layer_before_it():
     graph = defs.resolve_asset_graph()
-    previous = {"bronze": "source", "silver": "bronze", "gold": "silver", "serving": "gold", "reports": "serving"}
+    previous = {"bronze": "source", "silver": "bronze", "gold": "silver", "serving": "gold", "reports": "serving",
+                "checkpoints": "source", "recovery": "checkpoints"}
     for key in graph.get_all_asset_keys():
         layer = key.path[0]
         if layer in previous:
@@ -46,7 +53,8 @@ def test_every_asset_depends_on_the_layer_before_it():
 def test_schedules_run_the_layers_at_their_hours_and_start_running():
     schedules = {s.name: defs.resolve_schedule_def(s.name) for s in defs.schedules}
     expected = {"ingest_0800": ("ingest_job", "0 8 * * *"), "ingest_2000": ("ingest_job", "0 20 * * *"),
-                "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *")}
+                "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *"),
+                "checkpoints_hourly": ("checkpoint_job", "0 * * * *")}
     assert set(schedules) == set(expected)
     for name, (job, cron) in expected.items():
         assert schedules[name].job_name == job
@@ -64,3 +72,17 @@ def test_jobs_select_their_layers():
         assert {k.path[0] for k in keys} == expected
         assert len(keys) == sum(1 for k in graph.get_all_asset_keys() if k.path[0] in expected)
         assert job.partitions_def == daily
+
+
+def test_every_checkpoint_has_a_blocking_verification_check():
+    graph = defs.resolve_asset_graph()
+    specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
+    checks = {(c.asset_key.path[1], c.name, c.blocking) for c in specs}
+    assert checks == {(t, "checkpoint_verified", True) for t in SOURCE_TABLES}
+
+
+def test_the_source_watch_sensor_starts_running_and_targets_the_recovery_job():
+    sensor = defs.resolve_sensor_def("source_table_watch")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "recovery_job"
+    assert sensor.minimum_interval_seconds <= 5
