@@ -48,10 +48,10 @@ class GraphSummary:
 
     def table(self) -> str:
         lines = [f"Aegis graph for {', '.join(self.days)} ({self.wall_seconds:.1f} s wall)", "",
-                 f"| {'layer':<8} | {'assets':>6} | {'rows':>12} | {'bytes':>14} | {'seconds':>8} |",
-                 f"|{'-' * 10}|{'-' * 8}|{'-' * 14}|{'-' * 16}|{'-' * 10}|"]
+                 f"| {'layer':<11} | {'assets':>6} | {'rows':>12} | {'bytes':>14} | {'seconds':>8} |",
+                 f"|{'-' * 13}|{'-' * 8}|{'-' * 14}|{'-' * 16}|{'-' * 10}|"]
         for name, s in self.layers.items():
-            lines.append(f"| {name:<8} | {s.assets:>6} | {s.rows:>12,} | {s.bytes:>14,} | {s.seconds:>8.2f} |")
+            lines.append(f"| {name:<11} | {s.assets:>6} | {s.rows:>12,} | {s.bytes:>14,} | {s.seconds:>8.2f} |")
         return "\n".join(lines)
 
 

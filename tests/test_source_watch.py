@@ -29,8 +29,8 @@ def world(tmp_path):
 class Ticker:
     """Evaluates the sensor tick after tick, carrying the cursor as the daemon does."""
 
-    def __init__(self, db, store, instance, settings=WatchSettings()):
-        self.sensor = build_source_watch(TABLES, recovery_job, settings)
+    def __init__(self, db, store, instance, settings: WatchSettings | None = None):
+        self.sensor = build_source_watch(TABLES, recovery_job, settings or WatchSettings())
         self.db, self.store, self.instance, self.cursor = db, store, instance, None
 
     def tick(self):
