@@ -90,18 +90,7 @@ class CheckpointStore(dg.ConfigurableResource):
         return parse_key(text, self.KEY_VAR)
 
     def _write(self, path: str, data: bytes) -> None:
-        fs, _ = self._fs()
-        if self.lake.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            with fs.open_output_stream(path) as f:
-                f.write(data)
+        self.lake.write_file(path, data)
 
     def _read(self, path: str) -> bytes:
         fs, _ = self._fs()

@@ -203,6 +203,13 @@ class Lake(dg.ConfigurableResource):
                 ) from None
             raise
 
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write a whole file at a path of this lake's file system, all or nothing."""
+        fs, _ = self.filesystem()
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._write_atomic(fs, path, data)
+
     def _write_atomic(self, fs: pafs.FileSystem, path: str, data: bytes) -> None:
         """Local: write a temporary file then rename. S3: a single PUT is already all-or-nothing."""
         if self.is_local:
