@@ -34,15 +34,32 @@ class Cleansed:
         return dict(zip(counts["_reason"].to_pylist(), counts["_reason_count"].to_pylist(), strict=True))
 
 
-def cleanse(contract: SourceTable, bronze: pa.Table) -> Cleansed:
-    missing = [c for c in (*contract.columns, *LINEAGE) if c not in bronze.column_names]
-    if missing:
-        raise ContractBreakError(f"bronze/{contract.name} lacks contract columns: {', '.join(missing)}")
-    typed = ", ".join(
+def missing_columns(contract: SourceTable, table: pa.Table) -> list[str]:
+    return [c for c in (*contract.columns, *LINEAGE) if c not in table.column_names]
+
+
+def _typed_columns(contract: SourceTable) -> str:
+    return ", ".join(
         f"TRY_CAST({quote(f.name)} AS {_DUCKDB_TYPES[f.type]}) AS {quote(f.name)}, "
         f"CAST({quote(f.name)} AS VARCHAR) AS {quote('_raw_' + f.name)}"
         for f in contract.schema
     )
+
+
+def typed(contract: SourceTable, bronze: pa.Table) -> pa.Table:
+    """Bronze rows cast to the contract's types (NULL where a value does not cast): what entered silver."""
+    if missing := missing_columns(contract, bronze):
+        raise ContractBreakError(f"bronze/{contract.name} lacks contract columns: {', '.join(missing)}")
+    with duckdb.connect() as con:
+        con.register("bronze", bronze)
+        columns = ", ".join(quote(c) for c in contract.columns)
+        return con.sql(f"SELECT {columns} FROM (SELECT {_typed_columns(contract)} FROM bronze)").to_arrow_table()
+
+
+def cleanse(contract: SourceTable, bronze: pa.Table) -> Cleansed:
+    if missing := missing_columns(contract, bronze):
+        raise ContractBreakError(f"bronze/{contract.name} lacks contract columns: {', '.join(missing)}")
+    typed = _typed_columns(contract)
     checks = [f"WHEN {quote('_raw_' + c)} IS NOT NULL AND {quote(c)} IS NULL THEN 'unparseable {c}'"
               for c in contract.columns]
     checks += [f"WHEN {quote(c)} IS NULL THEN 'missing {c}'" for c in contract.required]

@@ -3,17 +3,18 @@ sensors and resources."""
 
 import dagster as dg
 
-from platform_assets import bronze, checkpoints, gold, recovery, reports, serving, silver, source
+from platform_assets import bronze, checkpoints, gold, quality, recovery, reports, serving, silver, source
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
+from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, recovery_job
 from sensors.schedules import schedules
 from sensors.source_watch import WatchSettings, build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
           *checkpoints.assets, *recovery.assets]
-asset_checks = [*checkpoints.checks]
-sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, WatchSettings.from_env())]
+asset_checks = [*quality.checks, *checkpoints.checks]
+sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, WatchSettings.from_env()), build_alert_sensor()]
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))
 resources = {

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from platform_assets import aggregations as agg
 from platform_assets.metadata import stopwatch, table_metadata
-from platform_assets.partitions import daily
+from platform_assets.partitions import daily, daily_freshness
 from resources import Lake
 
 
@@ -49,6 +49,7 @@ def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:
         group_name="gold",
         partitions_def=daily,
         kinds={"duckdb", "parquet"},
+        freshness_policy=daily_freshness,
         description=spec.description,
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:

@@ -84,8 +84,8 @@ def run_graph(resources: dict, days: Sequence[str], instance: dg.DagsterInstance
     summary = GraphSummary(days=list(days))
     started = time.perf_counter()
     for day in days:
-        summary.add(dg.materialize(assets, resources=resources, instance=instance, partition_key=day,
-                                   selection=selection, raise_on_error=True))
+        summary.add(dg.materialize([*assets, *asset_checks], resources=resources, instance=instance,
+                                   partition_key=day, selection=selection, raise_on_error=True))
     if checkpoint:
         summary.add(dg.materialize([*assets, *asset_checks], resources=resources, instance=instance,
                                    selection=dg.AssetSelection.groups("checkpoints"), raise_on_error=True))

@@ -5,7 +5,7 @@ import dagster as dg
 
 from platform_assets.gold import GOLD_TABLES, GoldTable
 from platform_assets.metadata import stopwatch, table_metadata
-from platform_assets.partitions import daily
+from platform_assets.partitions import daily, daily_freshness
 from resources import Lake, Warehouse
 
 DAY_COLUMN = "day"
@@ -19,6 +19,7 @@ def _serving_asset(spec: GoldTable) -> dg.AssetsDefinition:
         partitions_def=daily,
         kinds={"duckdb", "postgres"},
         pool="warehouse",
+        freshness_policy=daily_freshness,
         description=f"`gold/{spec.name}` in the warehouse table `serving.{spec.name}` "
         + (f"(upsert by {', '.join(spec.key)})." if spec.key else "(the day's rows replaced in one transaction)."),
     )

@@ -26,4 +26,12 @@ recovery_job = dg.define_asset_job(
     description="Restores source tables; launched by source_table_watch with the lost table selected.",
 )
 
-jobs = [ingest_job, transform_job, publish_job, checkpoint_job, recovery_job]
+DAILY_LAYERS = ("bronze", "silver", "gold", "serving")
+quality_checks_job = dg.define_asset_job(
+    "quality_checks_job", selection=dg.AssetSelection.groups(*DAILY_LAYERS),
+    description="The daily layers with their checks. Its schedule (quality_checks_2330) launches only the "
+    "checks, for the latest day; a check-only job cannot carry partitions in Dagster 1.13.",
+)
+
+jobs = [ingest_job, transform_job, publish_job, checkpoint_job, recovery_job, quality_checks_job]
+

@@ -1,12 +1,14 @@
 """When each layer runs (UTC), always for the latest complete day.
 
 Ingest runs twice: 08:00 lands yesterday, 20:00 lands it again to pick up late rows (idempotent).
-Checkpoints are taken every hour, on the hour.
+Checkpoints are taken every hour, on the hour; every quality check is re-run at 23:30.
 """
+
+import datetime as dt
 
 import dagster as dg
 
-from sensors.jobs import checkpoint_job, ingest_job, publish_job, transform_job
+from sensors.jobs import DAILY_LAYERS, checkpoint_job, ingest_job, publish_job, quality_checks_job, transform_job
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
@@ -22,3 +24,18 @@ schedules = [
     dg.ScheduleDefinition(name="checkpoints_hourly", job=checkpoint_job, cron_schedule="0 * * * *",
                           default_status=RUNNING, description="RPO < 1 h: a checkpoint of every source table."),
 ]
+
+
+
+@dg.schedule(name="quality_checks_2330", job=quality_checks_job, cron_schedule="30 23 * * *",
+             execution_timezone="UTC", default_status=RUNNING,
+             description="Re-runs every check of the daily layers (not their assets) for the latest complete day.")
+def quality_checks_2330(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    graph = context.repository_def.asset_graph
+    checks = [key for key in graph.asset_check_keys if graph.get(key.asset_key).group_name in DAILY_LAYERS]
+    return dg.RunRequest(run_key=f"quality-checks-{day}", partition_key=day, asset_selection=[],
+                         asset_check_keys=sorted(checks, key=str))
+
+
+schedules.append(quality_checks_2330)

@@ -1,0 +1,241 @@
+"""Great Expectations suites, in code, for every silver and gold table, and a plain-dict view of results.
+
+Great Expectations is imported once per process, lazily (it takes seconds), with its progress bars off.
+Silver suites run on what *entered* silver (bronze typed to the contract) with a small tolerance: a few
+bad rows are quarantined and the partition goes on; when more than `TOLERANCE` of the rows break one
+expectation, the suite fails and stops gold. Gold suites are strict.
+"""
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+
+from platform_assets.generators import CATALOGUE
+from platform_assets.tables import BR_STATES, SOCIAL_NETWORKS, SourceTable
+
+TOLERANCE = 0.02  # share of rows that may break one expectation of a silver suite before it fails
+UNEXPECTED_EXAMPLES = 5
+ERROR, WARN = "ERROR", "WARN"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One expectation: a Great Expectations class name, its arguments, and how much a failure matters."""
+
+    kind: str
+    kwargs: dict
+    severity: str = ERROR
+
+    @property
+    def label(self) -> str:
+        target = self.kwargs.get("column") or self.kwargs.get("column_list") or (
+            f"{self.kwargs['column_A']} vs {self.kwargs['column_B']}" if "column_A" in self.kwargs else "table")
+        return f"{self.kind}({target})"
+
+
+@dataclass
+class SuiteOutcome:
+    expectations: list[dict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [e for e in self.expectations if not e["success"]]
+
+    @property
+    def severity(self) -> str | None:
+        """None when everything passed, else the worst severity among the failures."""
+        failed = {e["severity"] for e in self.failed}
+        return ERROR if ERROR in failed else (WARN if failed else None)
+
+    def describe(self) -> str:
+        if not self.failed:
+            return f"all {len(self.expectations)} expectations met"
+        return "; ".join(f"{e['expectation']}: {e['unexpected_count']} unexpected ({e['unexpected_percent']}%)"
+                         f"{' e.g. ' + repr(e['examples'][:3]) if e['examples'] else ''}" for e in self.failed)
+
+
+@functools.cache
+def _great_expectations():
+    """(gx module, a batch definition over any pandas DataFrame), built once per process."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("aegis").add_dataframe_asset("partition")
+    return gx, asset.add_batch_definition_whole_dataframe("whole")
+
+
+def validate(frame: pd.DataFrame, expectations: list[Expect], name: str) -> SuiteOutcome:
+    gx, batch_definition = _great_expectations()
+    suite = gx.ExpectationSuite(name=name)
+    for e in expectations:
+        suite.add_expectation(getattr(gx.expectations, e.kind)(**e.kwargs))
+    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    by_config = {(e.kind, repr(sorted(e.kwargs.items()))): e for e in expectations}
+    outcome = SuiteOutcome()
+    for r in result.results:
+        config = r.expectation_config
+        kind = type(config.to_domain_obj()).__name__
+        kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        spec = by_config.get((kind, repr(sorted(kwargs.items()))), Expect(kind, kwargs))
+        details = r.result or {}
+        outcome.expectations.append({
+            "expectation": spec.label,
+            "severity": spec.severity,
+            "success": bool(r.success),
+            "unexpected_count": details.get("unexpected_count"),
+            "unexpected_percent": None if details.get("unexpected_percent") is None
+            else round(float(details["unexpected_percent"]), 3),
+            "examples": [_plain(v) for v in (details.get("partial_unexpected_list") or [])[:UNEXPECTED_EXAMPLES]],
+            "observed": _plain(details.get("observed_value")),
+        })
+    return outcome
+
+
+def _plain(value):
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if value != value else value  # NaN → None
+    return str(value)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas()
+
+
+# ---------------------------------------------------------------- suites
+
+
+def _between(column: str, low=None, high=None, mostly: float = 1.0, severity: str = ERROR) -> Expect:
+    kwargs = {"column": column, "mostly": mostly}
+    if low is not None:
+        kwargs["min_value"] = low
+    if high is not None:
+        kwargs["max_value"] = high
+    return Expect("ExpectColumnValuesToBeBetween", kwargs, severity)
+
+
+def _in_set(column: str, values, mostly: float = 1.0, severity: str = ERROR) -> Expect:
+    return Expect("ExpectColumnValuesToBeInSet", {"column": column, "value_set": sorted(values), "mostly": mostly},
+                  severity)
+
+
+def _not_null(column: str, mostly: float = 1.0) -> Expect:
+    return Expect("ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly})
+
+
+def _unique(columns: tuple[str, ...], mostly: float = 1.0) -> Expect:
+    if len(columns) == 1:
+        return Expect("ExpectColumnValuesToBeUnique", {"column": columns[0], "mostly": mostly})
+    return Expect("ExpectCompoundColumnsToBeUnique", {"column_list": list(columns), "mostly": mostly})
+
+
+def _ordered(low: str, high: str) -> Expect:
+    return Expect("ExpectColumnPairValuesAToBeGreaterThanB",
+                  {"column_A": high, "column_B": low, "or_equal": True})
+
+
+ROWS_PRESENT = Expect("ExpectTableRowCountToBeBetween", {"min_value": 1})
+_OK = 1 - TOLERANCE
+_PANDAS_TYPES = {pa.int64(): ["int64", "Int64"], pa.float64(): ["float64"], pa.string(): ["object", "str", "string"],
+                 pa.timestamp("us"): ["datetime64[us]", "datetime64[ns]"], pa.date32(): ["object", "date"]}
+
+_SILVER_RULES: dict[str, list[Expect]] = {
+    "infra_logs": [
+        _between("http_status", 100, 599, _OK),
+        _between("latency_ms", 0, None, _OK),
+        _between("cpu_pct", 0, 100, _OK),
+        _between("latency_ms", None, 60_000, 0.999, WARN),  # a minute-long request is suspicious, not invalid
+    ],
+    "customers": [
+        Expect("ExpectColumnValuesToMatchRegex",
+               {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$", "mostly": _OK}),
+        Expect("ExpectColumnValuesToMatchRegex", {"column": "cpf", "regex": r"^\d{3}\.\d{3}\.\d{3}-\d{2}$",
+                                                   "mostly": _OK}),
+        _in_set("state", BR_STATES, _OK),
+    ],
+    "sales": [
+        _between("quantity", 1, None, _OK),
+        _between("unit_price", 0, None, _OK),
+        _between("_total_error", None, 0.01, _OK),  # |total - quantity x unit_price| within a cent
+        _in_set("category", CATALOGUE, 0.999, WARN),
+    ],
+    "video_events": [
+        _in_set("social_network", SOCIAL_NETWORKS, _OK),
+        _between("views", 0, None, _OK),
+        _between("likes", 0, None, _OK),
+        _between("shares", 0, None, _OK),
+        Expect("ExpectColumnPairValuesAToBeGreaterThanB",
+               {"column_A": "views", "column_B": "likes", "or_equal": True, "mostly": 0.99}, WARN),
+    ],
+}
+
+
+def silver_input_suite(contract: SourceTable) -> list[Expect]:
+    """On the typed rows that entered silver: the contract, tolerating `TOLERANCE` bad rows per rule."""
+    return [
+        ROWS_PRESENT,
+        *(_not_null(c, _OK) for c in contract.required),
+        _unique(contract.key, _OK),
+        *_SILVER_RULES[contract.name],
+    ]
+
+
+def silver_output_suite(contract: SourceTable) -> list[Expect]:
+    """On the clean silver rows: strictly one row per key, required values present, contract types."""
+    return [
+        _unique(contract.key),
+        *(_not_null(c) for c in contract.required),
+        *(Expect("ExpectColumnValuesToBeInTypeList", {"column": f.name, "type_list": _PANDAS_TYPES[f.type]})
+          for f in contract.schema),
+    ]
+
+
+def silver_input_frame(contract: SourceTable, typed: pa.Table) -> pd.DataFrame:
+    frame = to_frame(typed)
+    if contract.name == "sales":
+        # judged only where quantity and price are valid: a negative price already fails its own rule
+        valid = (frame["quantity"] >= 1) & (frame["unit_price"] >= 0)
+        frame["_total_error"] = (frame["total"] - frame["quantity"] * frame["unit_price"]).abs().where(valid)
+    return frame
+
+
+GOLD_SUITES: dict[str, list[Expect]] = {
+    "server_latency_daily": [
+        _unique(("day", "server")), _not_null("server"), _between("requests", 1),
+        _ordered("p50_latency_ms", "p95_latency_ms"), _ordered("p95_latency_ms", "p99_latency_ms"),
+        _between("error_rate", 0, 1), _between("instability_rank", 1), _between("mean_cpu_pct", 0, 100),
+    ],
+    "sales_by_category_daily": [
+        _unique(("day", "category")), _in_set("category", CATALOGUE), _between("orders", 1),
+        _between("revenue", 0), _between("units", 1),
+    ],
+    "video_views_by_network_daily": [
+        _unique(("day", "social_network")), _in_set("social_network", SOCIAL_NETWORKS), _between("views", 0),
+        _between("engagement_rate", 0, 1),
+    ],
+    "video_views_by_institution_daily": [
+        _unique(("day", "institution")), _not_null("institution"), _between("views", 0),
+        _between("engagement_rate", 0, 1),
+    ],
+    "dim_customer": [
+        _unique(("customer_key",)), _in_set("state", BR_STATES),
+        Expect("ExpectColumnValuesToMatchRegex", {"column": "email_hash", "regex": r"^[0-9a-f]{64}$"}),
+        Expect("ExpectColumnValuesToMatchRegex", {"column": "initials", "regex": r"^([A-ZÀ-Ý]\. ?)+$"}, WARN),
+    ],
+    "dim_product": [_unique(("product_key",)), _in_set("category", CATALOGUE), _not_null("product")],
+    "fact_sales": [
+        _unique(("sale_id",)), _not_null("customer_key"), _not_null("product_key"), _between("quantity", 1),
+        _between("total", 0),
+    ],
+}
+
+
+def gold_suite(name: str) -> list[Expect]:
+    return [ROWS_PRESENT, *GOLD_SUITES[name]]

@@ -1,0 +1,216 @@
+"""Asset checks that stop bad data where it appears: schema contract on bronze, Great Expectations
+suites on silver and gold, and reconciliation between every pair of layers. All are partitioned
+like their assets; ERROR failures of blocking checks stop downstream assets in the same run."""
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+
+from platform_assets import expectations as ex
+from platform_assets.cleansing import ContractBreakError, typed
+from platform_assets.gold import GOLD_TABLES, GoldTable
+from platform_assets.partitions import daily
+from platform_assets.serving import DAY_COLUMN
+from platform_assets.tables import SOURCE_TABLES, SourceTable
+from resources import Lake, SourceDatabase, Warehouse
+
+# what a source column may look like when read back: SQLite keeps times and dates as ISO text
+_EQUIVALENT = {pa.timestamp("us"): {pa.timestamp("us"), pa.string()}, pa.date32(): {pa.date32(), pa.string()}}
+LINEAGE = {"_ingested_at", "_batch_id"}
+
+
+def schema_diff(contract: SourceTable, actual: pa.Schema) -> dict[str, list[str]]:
+    """Added, removed and retyped columns of `actual` against the contract; empty lists when equal."""
+    have = {f.name: f.type for f in actual if f.name not in LINEAGE}
+    want = {f.name: f.type for f in contract.schema}
+    return {
+        "added": [f"{n} ({have[n]})" for n in have if n not in want],
+        "removed": [f"{n} ({want[n]})" for n in want if n not in have],
+        "retyped": [f"{n}: {want[n]} -> {have[n]}" for n in want if n in have
+                    and have[n] not in _EQUIVALENT.get(want[n], {want[n]}) and not pa.types.is_null(have[n])],
+    }
+
+
+def _suite_result(outcome: ex.SuiteOutcome, **extra) -> dg.AssetCheckResult:
+    severity = outcome.severity
+    table = ["| expectation | severity | ok | unexpected | % | examples |", "|---|---|---|---:|---:|---|"]
+    for e in outcome.expectations:
+        table.append(f"| {e['expectation']} | {e['severity']} | {'✅' if e['success'] else '❌'} | "
+                     f"{e['unexpected_count'] if e['unexpected_count'] is not None else ''} | "
+                     f"{e['unexpected_percent'] if e['unexpected_percent'] is not None else ''} | "
+                     f"{', '.join(map(str, e['examples'][:3]))[:80]} |")
+    return dg.AssetCheckResult(
+        passed=severity is None,
+        severity=dg.AssetCheckSeverity.WARN if severity == ex.WARN else dg.AssetCheckSeverity.ERROR,
+        description=outcome.describe(),
+        metadata={"summary": outcome.describe(), "failed": len(outcome.failed),
+                  "expectations": dg.MetadataValue.md("\n".join(table)),
+                  "results": dg.MetadataValue.json(outcome.expectations), **extra},
+    )
+
+
+def _failure(message: str, **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=message,
+                               metadata={"summary": message, **metadata})
+
+
+def _latest_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, partition: str) -> dict:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
+
+
+# ---------------------------------------------------------------- bronze
+
+
+def _bronze_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
+    key = dg.AssetKey(["bronze", contract.name])
+
+    @dg.asset_check(asset=key, name="schema_contract", blocking=True, partitions_def=daily,
+                    description="The columns and types arriving from the source match the contract "
+                    "(platform_assets/tables.py); the metadata lists added, removed and retyped columns.")
+    def schema_contract(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+        schema = lake.read_partition("bronze", contract.name, context.partition_key).schema
+        diff = schema_diff(contract, schema)
+        broken = diff["removed"] or diff["retyped"]
+        summary = "; ".join(f"{kind}: {', '.join(cols)}" for kind, cols in diff.items() if cols) or "as contracted"
+        return dg.AssetCheckResult(
+            passed=not (broken or diff["added"]),
+            severity=dg.AssetCheckSeverity.ERROR if broken else dg.AssetCheckSeverity.WARN,
+            description=f"{contract.name}: {summary}",
+            metadata={"summary": summary, **{k: dg.MetadataValue.json(v) for k, v in diff.items()}},
+        )
+
+    @dg.asset_check(asset=key, name="matches_source", blocking=True, partitions_def=daily,
+                    description="Bronze holds exactly the rows the source holds for the day.")
+    def matches_source(context: dg.AssetCheckExecutionContext, lake: Lake,
+                       source_db: SourceDatabase) -> dg.AssetCheckResult:
+        day = context.partition_key
+        bronze = lake.partition_stats("bronze", contract.name, day).rows
+        source = source_db.count_day(contract.name, contract.day_column, day)
+        return dg.AssetCheckResult(passed=bronze == source, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"source_rows": source, "bronze_rows": bronze})
+
+    return [schema_contract, matches_source]
+
+
+# ---------------------------------------------------------------- silver
+
+
+def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
+    key = dg.AssetKey(["silver", contract.name])
+
+    @dg.asset_check(asset=key, name="expectations", blocking=True, partitions_def=daily,
+                    description=f"Great Expectations: the rows that entered silver meet the contract (at most "
+                    f"{ex.TOLERANCE:.0%} breaking any one rule; those are quarantined), and the clean rows "
+                    "are strictly unique per key, complete and typed.")
+    def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+        day = context.partition_key
+        bronze = lake.read_partition("bronze", contract.name, day)
+        try:
+            arrived = typed(contract, bronze)
+        except ContractBreakError as exc:
+            return _failure(str(exc))
+        entered = ex.validate(ex.silver_input_frame(contract, arrived), ex.silver_input_suite(contract),
+                              f"silver_{contract.name}_input")
+        clean = ex.validate(ex.to_frame(lake.read_partition("silver", contract.name, day)),
+                            ex.silver_output_suite(contract), f"silver_{contract.name}_output")
+        return _suite_result(ex.SuiteOutcome(entered.expectations + clean.expectations),
+                             rows_checked=arrived.num_rows)
+
+    @dg.asset_check(asset=key, name="rows_reconcile", blocking=True, partitions_def=daily,
+                    description="Nothing dropped silently: bronze rows = silver rows + duplicates removed "
+                    "+ quarantined rows.")
+    def rows_reconcile(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+        day = context.partition_key
+        bronze = lake.partition_stats("bronze", contract.name, day).rows
+        silver = lake.partition_stats("silver", contract.name, day).rows
+        quarantined = lake.partition_stats("silver/quarantine", contract.name, day).rows
+        duplicates = _latest_metadata(context, key, day).get("duplicates_removed", 0)
+        return dg.AssetCheckResult(
+            passed=bronze == silver + duplicates + quarantined, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"bronze_rows": bronze, "silver_rows": silver, "duplicates_removed": duplicates,
+                      "quarantined": quarantined, "unaccounted": bronze - silver - duplicates - quarantined})
+
+    return [expectations, rows_reconcile]
+
+
+# ---------------------------------------------------------------- gold
+
+# gold measure vs silver measure: (SQL over the gold partition, table, SQL over the silver partition)
+_TOTALS = {
+    "server_latency_daily": ("sum(requests)", "infra_logs", "count(*)"),
+    "sales_by_category_daily": ("sum(revenue)", "sales", "sum(total)"),
+    "video_views_by_network_daily": ("sum(views)", "video_events", "sum(views)"),
+    "video_views_by_institution_daily": ("sum(views)", "video_events", "sum(views)"),
+    "dim_customer": ("count(*)", "customers", "count(*)"),
+    "dim_product": ("count(*)", "sales", "count(DISTINCT (category, product))"),
+    "fact_sales": ("sum(total)", "sales", "sum(total)"),
+}
+
+
+def _measure(table: pa.Table, expression: str) -> float:
+    with duckdb.connect() as con:
+        con.register("t", table)
+        return float(con.sql(f"SELECT coalesce({expression}, 0) FROM t").fetchall()[0][0])
+
+
+def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
+    key = dg.AssetKey(["gold", spec.name])
+    gold_sql, silver_table, silver_sql = _TOTALS[spec.name]
+
+    @dg.asset_check(asset=key, name="expectations", blocking=True, partitions_def=daily,
+                    description="Great Expectations: keys unique and present, values in range, percentiles "
+                    "ordered, rates within [0, 1], personal data only as hashes.")
+    def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+        gold = lake.read_partition("gold", spec.name, context.partition_key)
+        return _suite_result(ex.validate(ex.to_frame(gold), ex.gold_suite(spec.name), f"gold_{spec.name}"))
+
+    @dg.asset_check(asset=key, name="totals_match_silver", blocking=True, partitions_def=daily,
+                    description=f"{gold_sql} of the gold partition equals {silver_sql} of silver/{silver_table}.")
+    def totals_match_silver(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
+        day = context.partition_key
+        gold_partition = lake.read_partition("gold", spec.name, day)
+        gold = _measure(gold_partition, gold_sql)
+        silver = _measure(lake.read_partition("silver", silver_table, day), silver_sql)
+        tolerance = 0.005 * gold_partition.num_rows + 1e-9 * abs(silver)  # each gold row is rounded to the cent
+        return dg.AssetCheckResult(passed=abs(gold - silver) <= tolerance, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"gold": gold, "silver": silver, "difference": gold - silver})
+
+    return [expectations, totals_match_silver]
+
+
+# ---------------------------------------------------------------- serving
+
+
+def _serving_check(spec: GoldTable) -> dg.AssetChecksDefinition:
+    key = dg.AssetKey(["serving", spec.name])
+
+    @dg.asset_check(asset=key, name="matches_gold", blocking=True, partitions_def=daily,
+                    description="The warehouse holds exactly the gold rows of the day (or, for a dimension, "
+                    "every gold key exactly once).")
+    def matches_gold(context: dg.AssetCheckExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.AssetCheckResult:
+        day = context.partition_key
+        gold = lake.read_partition("gold", spec.name, day)
+        if spec.key:
+            served = warehouse.query(f"SELECT {', '.join(spec.key)} FROM {warehouse.qualified(spec.name)}")
+            wanted = set(zip(*(gold[k].to_pylist() for k in spec.key), strict=True))
+            have = list(zip(*(served[k].to_pylist() for k in spec.key), strict=True))
+            missing = len(wanted - set(have))
+            return dg.AssetCheckResult(passed=missing == 0 and len(have) == len(set(have)),
+                                       severity=dg.AssetCheckSeverity.ERROR,
+                                       metadata={"gold_keys": len(wanted), "missing_in_serving": missing,
+                                                 "duplicate_keys": len(have) - len(set(have))})
+        served = warehouse.read(spec.name, DAY_COLUMN, day, day).num_rows
+        return dg.AssetCheckResult(passed=served == gold.num_rows, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"gold_rows": gold.num_rows, "serving_rows": served})
+
+    return matches_gold
+
+
+checks = [
+    *(c for contract in SOURCE_TABLES.values() for c in _bronze_checks(contract)),
+    *(c for contract in SOURCE_TABLES.values() for c in _silver_checks(contract)),
+    *(c for spec in GOLD_TABLES for c in _gold_checks(spec)),
+    *(_serving_check(spec) for spec in GOLD_TABLES),
+]

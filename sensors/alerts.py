@@ -1,0 +1,110 @@
+"""quality_alerts: one alert per failed run and per failed asset check.
+
+A failed asset check does not fail its run, so run-failure sensors never see it. This sensor reads the
+runs that finished since its cursor, failed or not, and raises an alert for each failed run and each
+failed check evaluation in them: always a structured log line (`AEGIS_ALERT {json}`), and a JSON POST to
+`AEGIS_ALERT_WEBHOOK_URL` when it is set, retried with backoff. Alerts the webhook did not take wait in
+the cursor (bounded) for the next tick, so a dead webhook delays alerts but never breaks the sensor.
+"""
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import dagster as dg
+
+WEBHOOK_VAR = "AEGIS_ALERT_WEBHOOK_URL"
+RECORDS_PER_TICK = 100
+PENDING_LIMIT = 200  # undelivered alerts kept for later ticks; the oldest beyond this are dropped (logged)
+ATTEMPTS = 3
+BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
+TIMEOUT_SECONDS = 3
+
+
+def run_failure_alert(instance: dg.DagsterInstance, run_id: str, message: str) -> dict:
+    run = instance.get_run_by_id(run_id)
+    return {"kind": "run_failed", "run_id": run_id, "job": run.job_name if run else None,
+            "partition": (run.tags.get("dagster/partition") if run else None), "message": message[:500]}
+
+
+def check_failure_alerts(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    alerts = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        alerts.append({
+            "kind": "asset_check_failed", "run_id": run_id, "asset": evaluation.asset_key.to_user_string(),
+            "check": evaluation.check_name, "severity": evaluation.severity.value,
+            "partition": getattr(evaluation, "partition", None) or entry.dagster_event.partition,
+            "description": (evaluation.description or "")[:500],
+        })
+    return alerts
+
+
+def post(url: str, alert: dict) -> bool:
+    """POST one alert, retrying with exponential backoff; True when the webhook answered 2xx."""
+    body = json.dumps(alert, sort_keys=True).encode()
+    delay = BACKOFF_SECONDS
+    for attempt in range(ATTEMPTS):
+        try:
+            request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                if 200 <= response.status < 300:
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        if attempt < ATTEMPTS - 1:
+            time.sleep(delay)
+            delay *= 2
+    return False
+
+
+def build_alert_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
+    @dg.sensor(name="quality_alerts", minimum_interval_seconds=interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="One alert per failed run and per failed asset check (which never fails a run): "
+               f"a structured log line, and a POST to {WEBHOOK_VAR} when set.")
+    def quality_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        state = json.loads(context.cursor) if context.cursor else {"failure": None, "success": None,
+                                                                    "pending": [], "caught_up": False}
+        alerts: list[dict] = []
+        for event_type, key in ((dg.DagsterEventType.RUN_FAILURE, "failure"),
+                                (dg.DagsterEventType.RUN_SUCCESS, "success")):
+            result = context.instance.fetch_run_status_changes(event_type, limit=RECORDS_PER_TICK,
+                                                               cursor=state[key], ascending=True)
+            for record in result.records:
+                run_id = record.event_log_entry.run_id
+                if key == "failure":
+                    message = record.event_log_entry.dagster_event.message or "run failed"
+                    alerts.append(run_failure_alert(context.instance, run_id, message))
+                alerts.extend(check_failure_alerts(context.instance, run_id))
+            state[key] = result.cursor or state[key]
+        if not state["caught_up"]:  # the first ticks only skip past history: alerts start from now
+            state["caught_up"] = len(alerts) < RECORDS_PER_TICK
+            context.update_cursor(json.dumps(state))
+            return dg.SkipReason("caught up with past runs; alerting from now on")
+        for alert in alerts:
+            context.log.error("AEGIS_ALERT " + json.dumps(alert, sort_keys=True))
+        pending = state["pending"] + alerts
+        url = os.environ.get(WEBHOOK_VAR)
+        delivered = 0
+        if url:
+            while pending and post(url, pending[0]):
+                pending.pop(0)
+                delivered += 1
+            if pending:
+                context.log.warning(f"alert webhook ({WEBHOOK_VAR}) unreachable; {len(pending)} alert(s) "
+                                    "will be retried next tick")
+        else:
+            pending = []
+        if len(pending) > PENDING_LIMIT:
+            context.log.error(f"dropping {len(pending) - PENDING_LIMIT} undelivered alert(s) (all were logged)")
+            pending = pending[-PENDING_LIMIT:]
+        state["pending"] = pending
+        context.update_cursor(json.dumps(state))
+        return dg.SkipReason(f"{len(alerts)} new alert(s), {delivered} delivered, {len(pending)} waiting")
+
+    return quality_alerts
