@@ -54,7 +54,8 @@ def test_schedules_run_the_layers_at_their_hours_and_start_running():
     schedules = {s.name: defs.resolve_schedule_def(s.name) for s in defs.schedules}
     expected = {"ingest_0800": ("ingest_job", "0 8 * * *"), "ingest_2000": ("ingest_job", "0 20 * * *"),
                 "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *"),
-                "checkpoints_hourly": ("checkpoint_job", "0 * * * *")}
+                "checkpoints_hourly": ("checkpoint_job", "0 * * * *"),
+                "quality_checks_2330": ("quality_checks_job", "30 23 * * *")}
     assert set(schedules) == set(expected)
     for name, (job, cron) in expected.items():
         assert schedules[name].job_name == job
@@ -77,8 +78,34 @@ def test_jobs_select_their_layers():
 def test_every_checkpoint_has_a_blocking_verification_check():
     graph = defs.resolve_asset_graph()
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
-    checks = {(c.asset_key.path[1], c.name, c.blocking) for c in specs}
+    checks = {(c.asset_key.path[1], c.name, c.blocking) for c in specs if c.asset_key.path[0] == "checkpoints"}
     assert checks == {(t, "checkpoint_verified", True) for t in SOURCE_TABLES}
+
+
+def test_every_daily_asset_but_source_and_reports_is_guarded_by_blocking_checks_per_partition():
+    graph = defs.resolve_asset_graph()
+    by_asset: dict = {}
+    for key in graph.asset_check_keys:
+        spec = graph.get_check_spec(key)
+        by_asset.setdefault(spec.asset_key, set()).add((spec.name, spec.blocking, spec.partitions_def == daily))
+    expected = {"bronze": {"schema_contract", "matches_source"}, "silver": {"expectations", "rows_reconcile"},
+                "gold": {"expectations", "totals_match_silver"}, "serving": {"matches_gold"}}
+    for key in graph.get_all_asset_keys():
+        layer = key.path[0]
+        if layer in expected and key.path[1] != "quarantine":
+            assert by_asset[key] == {(name, True, True) for name in expected[layer]}, key
+
+
+def test_gold_and_serving_have_freshness_policies_matching_their_daily_schedules():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        policy = graph.get(key).freshness_policy
+        if key.path[0] in ("gold", "serving"):
+            assert policy is not None and policy.fail_window.to_timedelta().total_seconds() == 27 * 3600, key
+
+
+def test_the_alert_sensor_starts_running():
+    assert defs.resolve_sensor_def("quality_alerts").default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_the_source_watch_sensor_starts_running_and_targets_the_recovery_job():
