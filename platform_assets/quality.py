@@ -126,7 +126,11 @@ def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
         bronze = lake.partition_stats("bronze", contract.name, day).rows
         silver = lake.partition_stats("silver", contract.name, day).rows
         quarantined = lake.partition_stats("silver/quarantine", contract.name, day).rows
-        duplicates = _latest_metadata(context, key, day).get("duplicates_removed", 0)
+        metadata = _latest_metadata(context, key, day)
+        if "duplicates_removed" not in metadata:
+            return _failure(f"no materialisation of silver/{contract.name} for {day} on this instance: "
+                            "cannot tell how many duplicates were removed")
+        duplicates = metadata["duplicates_removed"]
         return dg.AssetCheckResult(
             passed=bronze == silver + duplicates + quarantined, severity=dg.AssetCheckSeverity.ERROR,
             metadata={"bronze_rows": bronze, "silver_rows": silver, "duplicates_removed": duplicates,

@@ -1,22 +1,27 @@
 """Bad data stops at the layer where it appears, is kept in quarantine, and is named by the right check."""
 
+from contextlib import ExitStack, nullcontext
+
 import dagster as dg
+import duckdb
 import pyarrow.compute as pc
 import pytest
 
 from platform_assets.definitions import asset_checks, assets
 from platform_assets.runner import embedded_resources, last_days
 from resources.lake import PartitionNotFoundError
+from sensors.jobs import quality_checks_job
 
 DAY = last_days(1)[0]
 ROWS = 2000
 DAILY = dg.AssetSelection.groups("bronze", "silver", "gold", "serving")
 
 
-def execute(sql: list[str], tmp_path) -> tuple[dict, dg.ExecuteInProcessResult]:
+def execute(sql: list[str], tmp_path, instance: dg.DagsterInstance | None = None
+            ) -> tuple[dict, dg.ExecuteInProcessResult]:
     """Materialise one day of sources, break them with `sql`, then run bronze → serving with all checks."""
     resources = embedded_resources(tmp_path, ROWS, pii_key="test-key")
-    with dg.instance_for_test() as instance:
+    with (nullcontext(instance) if instance else dg.instance_for_test()) as instance:
         dg.materialize([*assets, *asset_checks], resources=resources, instance=instance, partition_key=DAY,
                        selection=dg.AssetSelection.groups("source"))
         with resources["source_db"].connect() as conn, conn.cursor() as cur:
@@ -119,3 +124,44 @@ def test_clean_data_passes_every_check(world):
     assert len(daily) == 37, sorted({(r.asset_key.to_user_string(), r.check_name) for r in results} - daily)
     failed = [(r.asset_key.to_user_string(), r.check_name, r.description) for r in results if not r.passed]
     assert not failed
+
+
+def test_every_kind_of_check_fails_when_its_layer_is_tampered_with(tmp_path):
+    with ExitStack() as stack:
+        _tamper_and_check(tmp_path, stack)
+
+
+def _tamper_and_check(tmp_path, stack: ExitStack) -> None:
+    """No check that cannot fail: break each layer after a clean run, then run only the checks."""
+    instance = stack.enter_context(dg.instance_for_test())
+    resources, result = execute([], tmp_path, instance)
+    assert result.success and not failed_checks(result)
+    lake, warehouse, source_db = resources["lake"], resources["warehouse"], resources["source_db"]
+    with source_db.connect() as conn, conn.cursor() as cur:  # late rows the bronze run never saw
+        cur.execute("INSERT INTO video_events SELECT * FROM video_events LIMIT 7")
+        conn.commit()
+    quarantine = lake.read_partition("silver/quarantine", "sales", DAY)  # a quarantined row goes missing
+    lake.write_partition("silver/quarantine", "sales", DAY, quarantine.slice(1).to_batches(), quarantine.schema)
+    latency = lake.read_partition("gold", "server_latency_daily", DAY)  # p50 above p99, one request lost
+    broken = latency.set_column(latency.schema.get_field_index("p50_latency_ms"), "p50_latency_ms",
+                                latency["p99_latency_ms"]).set_column(
+        latency.schema.get_field_index("requests"), "requests", pc.subtract(latency["requests"], 1))
+    lake.write_partition("gold", "server_latency_daily", DAY, broken.to_batches(), broken.schema)
+    with duckdb.connect(warehouse.parsed.location) as con:  # someone deleted served rows
+        con.execute("DELETE FROM serving.fact_sales WHERE sale_id % 2 = 0")
+
+    # as the quality_checks_2330 schedule does: the checks job, subset to its checks alone
+    definitions = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[quality_checks_job],
+                                 resources=resources)
+    job = definitions.resolve_job_def("quality_checks_job")
+    checks = set(job.asset_layer.asset_graph.asset_check_keys)
+    rerun = job.get_subset(asset_selection=set(), asset_check_selection=checks).execute_in_process(
+        instance=instance, partition_key=DAY, raise_on_error=False)
+    assert not rerun.get_asset_materialization_events(), "only the checks ran"
+    assert set(failed_checks(rerun)) == {
+        ("bronze/video_events", "matches_source"),
+        ("silver/sales", "rows_reconcile"),
+        ("gold/server_latency_daily", "expectations"),
+        ("gold/server_latency_daily", "totals_match_silver"),
+        ("serving/fact_sales", "matches_gold"),
+    }
