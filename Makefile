@@ -8,8 +8,9 @@ ROWS   ?= 10000
 DAYS   ?= 2
 DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
+BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up install env test lint validate demo drill clean
+.PHONY: up install env test lint validate demo drill bench clean
 
 install: $(VENV)/.installed
 
@@ -49,3 +50,6 @@ clean:
 
 drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)
+
+bench: install  ## Aegis vs pandas, side by side: BENCH_ROWS=100000,1000000 (default); ARGS=--quick for a smoke run
+	BENCH_ROWS=$(BENCH_ROWS) $(BIN)/python -m bench.run $(ARGS)

@@ -1,0 +1,218 @@
+"""Aegis against the usual pandas recipe, side by side in one process: `make bench` (or `--quick`).
+
+Each comparison alternates ours and the baseline `--repeat` times on the same data, checks that both
+produced the same rows (count and content fingerprint) and reports medians and the ratio baseline/ours.
+"""
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench import cases
+from resources import CheckpointStore, Lake
+from resources.checkpoint_format import schema_from_text
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("AEGIS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class Mismatch(AssertionError):
+    """Ours and the baseline did not produce the same rows: the timing would mean nothing."""
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - started, result
+
+
+def agree(case: str, ours: cases.Produced, baseline: cases.Produced) -> None:
+    if (ours.rows, ours.fingerprint) != (baseline.rows, baseline.fingerprint):
+        raise Mismatch(f"{case}: ours {ours} != baseline {baseline}")
+
+
+def compare(case: str, rows: int, repeat: int, ours, baseline, reset=lambda: None) -> dict:
+    """Alternate ours and the baseline, checking each pair agrees; medians and the ratio."""
+    ours_s, base_s = [], []
+    for _ in range(repeat):
+        reset()
+        t, mine = timed(ours)
+        ours_s.append(t)
+        reset()
+        t, theirs = timed(baseline)
+        base_s.append(t)
+        agree(case, mine, theirs)
+    o, b = statistics.median(ours_s), statistics.median(base_s)
+    return {"case": case, "rows": rows, "ours": o, "baseline": b, "ratio": b / o}
+
+
+def pg_database() -> str | None:
+    import adbc_driver_postgresql.dbapi as pg
+
+    name = f"aegis_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with pg.connect(PG_ADMIN, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - report and go on without the PostgreSQL cases
+        print(f"PostgreSQL at {PG_ADMIN} unavailable ({str(exc).splitlines()[0]}): skipping its cases")
+        return None
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(PG_ADMIN, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def checkpoint_and_restore(kind: str, url: str, rows: int, repeat: int, work: Path) -> list[dict]:
+    db = cases.build_source(url, rows)
+    store = CheckpointStore(lake=Lake(url=f"file://{work}/lake-{kind}-{rows}"), encryption_key="")
+    first, checkpoint_id = cases.ours_checkpoint(db, store)
+    schema = schema_from_text(store.manifest(cases.TABLE, checkpoint_id)["schema"])
+    parquet = work / f"baseline-{kind}-{rows}.parquet"
+    results = [compare(f"checkpoint, {kind} source", rows, repeat,
+                       lambda: cases.ours_checkpoint(db, store)[0],
+                       lambda: cases.baseline_checkpoint(db, parquet, schema))]
+    targets = ("restored_ours", "restored_pandas")
+
+    def reset():
+        for target in targets:
+            cases.drop(db, target)
+
+    results.append(compare(f"restore into {kind}", rows, repeat,
+                           lambda: cases.ours_restore(db, store, checkpoint_id, targets[0]),
+                           lambda: cases.baseline_restore(db, parquet, targets[1], schema), reset))
+    reset()
+    return results
+
+
+def storage(rows: int, work: Path) -> dict:
+    db = cases.build_source(f"sqlite:///{work}/storage-{rows}.db", rows)
+    return {"rows": rows, "sqlite": cases.sqlite_file_bytes(rows),
+            "zstd": cases.checkpoint_bytes(db, work / f"storage-{rows}", "zstd"),
+            "snappy": cases.checkpoint_bytes(db, work / f"storage-{rows}", "snappy")}
+
+
+def pipeline(rows: int, work: Path) -> dict:
+    import dagster as dg
+
+    from platform_assets.runner import embedded_resources, last_days, run_graph
+
+    with dg.instance_for_test() as instance:
+        summary = run_graph(embedded_resources(work / f"pipeline-{rows}", rows), last_days(1), instance)
+    source_rows = summary.layers["source"].rows
+    return {"rows": rows, "source_rows": source_rows, "wall": summary.wall_seconds,
+            "rows_per_s": source_rows / summary.wall_seconds}
+
+
+def recovery(rows: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.drill", "--rows", str(rows)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900,
+                         env={k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "DAGSTER_HOME"))})
+    match = re.search(r"table back: ([\d.]+) s; -> verified by the drill: ([\d.]+) s\s+\[(\w+)\]", out.stdout)
+    if out.returncode != 0 or not match or match.group(3) != "PASS":
+        raise RuntimeError(f"drill failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return {"rows": rows, "back": float(match.group(1)), "verified": float(match.group(2))}
+
+
+def memory(rows: int, work: Path) -> dict:
+    url = f"sqlite:///{work}/memory-{rows}.db"
+    cases.build_source(url, rows)
+    lake = f"file://{work}/memory-lake-{rows}"
+    measured = {"rows": rows}
+    checkpoint_id = None
+    for action in ("checkpoint", "restore"):
+        args = [sys.executable, "-m", "bench.memory", action, url, lake] + ([checkpoint_id] if checkpoint_id else [])
+        out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True).stdout
+        checkpoint_id = checkpoint_id or out.splitlines()[0]
+        measured[action] = float(re.search(r"peak_rss_mib=([\d.]+)", out).group(1))
+    return measured
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 1024 / 1024
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+
+
+def report(args, results, sizes, pipelines, recoveries, memories) -> str:
+    lines = [f"# Aegis benchmarks — {dt.date.today().isoformat()}", "",
+             f"Machine: {machine()}.", f"Command: `{' '.join(['make bench'] + (['--quick'] if args.quick else []))}` "
+             f"(rows {', '.join(f'{r:,}' for r in args.rows)}; {args.repeat} alternating repeats, medians).", "",
+             "## Checkpoint and restore: Aegis (Arrow/ADBC) vs pandas", "",
+             "| case | rows | Aegis s | pandas s | baseline / Aegis |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['case']} | {r['rows']:,} | {r['ours']:.2f} | {r['baseline']:.2f} | **{r['ratio']:.1f}x** |"
+              for r in results]
+    lines += ["", "Both sides checked equal (row count and content fingerprint) on every repeat.", "",
+              "## Storage", "", "| rows | SQLite file | checkpoint zstd | zstd / SQLite | checkpoint snappy |",
+              "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['rows']:,} | {s['sqlite'] / 1e6:.1f} MB | {s['zstd'] / 1e6:.1f} MB | "
+              f"1/{s['sqlite'] / s['zstd']:.1f} | {s['snappy'] / 1e6:.1f} MB |" for s in sizes]
+    lines += ["", "## Whole graph, one day (source → serving, every check)", "",
+              "| rows per table | source rows | wall s | rows/s | vs 119k rows in 30 s (4.0k rows/s) |",
+              "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p['rows']:,} | {p['source_rows']:,} | {p['wall']:.1f} | {p['rows_per_s']:,.0f} | "
+              f"{p['rows_per_s'] / (119_000 / 30):.1f}x |" for p in pipelines]
+    if recoveries:
+        lines += ["", "## Recovery time: DROP TABLE → restored, real daemon (objective: 2 minutes)", "",
+                  "| rows | table back | verified | vs 120 s |", "|---:|---:|---:|---:|"]
+        lines += [f"| {r['rows']:,} | {r['back']:.1f} s | {r['verified']:.1f} s | {120 / r['verified']:.0f}x faster |"
+                  for r in recoveries]
+    lines += ["", "## Peak memory (RSS of a fresh process)", "", "| rows | checkpoint | restore |", "|---:|---:|---:|"]
+    lines += [f"| {m['rows']:,} | {m['checkpoint']:.0f} MiB | {m['restore']:.0f} MiB |" for m in memories]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k rows, one repeat, no drill: a smoke test")
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the report here (default bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    default_rows = "10000" if args.quick else os.environ.get("BENCH_ROWS", "100000,1000000")
+    args.rows = [int(r) for r in default_rows.split(",")]
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    memory_rows = [10_000, 100_000] if args.quick else [1_000_000, 10_000_000]
+    work = Path(tempfile.mkdtemp(prefix="aegis-bench-"))
+    pg_url = pg_database()
+    results, sizes, pipelines, recoveries, memories = [], [], [], [], []
+    try:
+        for rows in args.rows:
+            print(f"-- {rows:,} rows", flush=True)
+            results += checkpoint_and_restore("SQLite", f"sqlite:///{work}/source-{rows}.db", rows, args.repeat, work)
+            if pg_url:
+                results += checkpoint_and_restore("PostgreSQL", pg_url, rows, args.repeat, work)
+            sizes.append(storage(rows, work))
+            pipelines.append(pipeline(rows, work))
+            if not args.quick:
+                recoveries.append(recovery(rows))
+        for rows in memory_rows:
+            memories.append(memory(rows, work))
+    finally:
+        if pg_url:
+            drop_pg_database(pg_url)
+        shutil.rmtree(work, ignore_errors=True)
+    text = report(args, results, sizes, pipelines, recoveries, memories)
+    print(text)
+    out = args.out or (None if args.quick else ROOT / "bench/RESULTS.md")
+    if out:
+        out.write_text(text)
+        print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
