@@ -18,6 +18,7 @@ import pyarrow as pa
 from resources.checkpoint_format import Fingerprint, check_checkpoint_id, schema_from_text
 from resources.checkpoint_store import CheckpointNotFoundError, CheckpointStore
 from resources.identifiers import check_identifier
+from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase, TableDefinition
 
 
@@ -134,8 +135,11 @@ def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
 
 def load_into_temporary(store: CheckpointStore, source_db: SourceDatabase, conn, manifest: dict,
                         definition: TableDefinition, temporary: str) -> None:
-    reader = store.reader(manifest["table"], manifest["id"], manifest)
-    source_db.load_into_temporary(conn, definition, temporary, reader)
+    """Decode the checkpoint on a worker thread while the database ingests the previous batch."""
+    schema = schema_from_text(manifest["schema"])
+    with prefetched(store.read_batches(manifest["table"], manifest["id"], manifest)) as batches:
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        source_db.load_into_temporary(conn, definition, temporary, reader)
 
 
 def compare(source_db: SourceDatabase, conn, temporary: str, manifest: dict) -> str:
@@ -146,9 +150,10 @@ def compare(source_db: SourceDatabase, conn, temporary: str, manifest: dict) -> 
         loaded = pa.schema([pa.field(f.name, f.type) for f in reader.schema])
         if loaded.names != expected.names or [f.type for f in loaded] != [f.type for f in expected]:
             raise RestoreError(f"loaded schema {loaded} differs from the checkpoint's {expected}")
-        for batch in reader:
-            fp.update(batch)
-            rows += batch.num_rows
+        with prefetched(reader) as batches:
+            for batch in batches:
+                fp.update(batch)
+                rows += batch.num_rows
     if rows != manifest["rows"]:
         raise RestoreError(f"loaded {rows} rows, the checkpoint holds {manifest['rows']}")
     if fp.hexdigest() != manifest["fingerprint"]["value"]:

@@ -43,6 +43,7 @@ from resources.checkpoint_format import (
 )
 from resources.identifiers import check_identifier
 from resources.lake import Lake
+from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase
 
 MANIFEST = "manifest.json"
@@ -117,16 +118,16 @@ class CheckpointStore(dg.ConfigurableResource):
         fingerprint, files = Fingerprint(), []
         with source_db.read_table(table) as reader:
             schema = pa.schema([pa.field(f.name, f.type) for f in reader.schema])
-            for part in _parts(reader, schema, self.rows_per_file):
-                for chunk in part:
+            with prefetched(_rechunked(reader, schema)) as chunks:
+                part = _PartWriter(schema, self.codec)
+                for chunk in chunks:
                     fingerprint.update(chunk)
-                name = f"part-{len(files):05d}.parquet"
-                data = _parquet_bytes(part, schema, self.codec)
-                if key is not None:
-                    data = encrypt(key, data, associated=f"{table}/{checkpoint_id}/{name}".encode())
-                self._write(f"{directory}/{name}", data)
-                files.append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                              "rows": sum(c.num_rows for c in part)})
+                    part.write(chunk)
+                    if part.rows >= self.rows_per_file:
+                        files.append(self._store_part(part, table, checkpoint_id, len(files), key))
+                        part = _PartWriter(schema, self.codec)
+                if part.rows or not files:
+                    files.append(self._store_part(part, table, checkpoint_id, len(files), key))
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "id": checkpoint_id, "table": table,
             "created_at": checkpoint_time(checkpoint_id).isoformat(),
@@ -141,6 +142,15 @@ class CheckpointStore(dg.ConfigurableResource):
         }
         self._write(f"{directory}/{MANIFEST}", seal(manifest))
         return manifest
+
+    def _store_part(self, part: _PartWriter, table: str, checkpoint_id: str, number: int,
+                    key: bytes | None) -> dict:
+        name = f"part-{number:05d}.parquet"
+        data = part.finish()
+        if key is not None:
+            data = encrypt(key, data, associated=f"{table}/{checkpoint_id}/{name}".encode())
+        self._write(f"{self._dir(table, checkpoint_id)}/{name}", data)
+        return {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "rows": part.rows}
 
     # ------------------------------------------------------------ read
 
@@ -325,35 +335,35 @@ class CheckpointStore(dg.ConfigurableResource):
         return [json.loads(self._read(i.path)) for i in entries[:limit]]
 
 
-def _parts(reader: pa.RecordBatchReader, schema: pa.Schema, rows_per_file: int) -> Iterator[list[pa.RecordBatch]]:
-    """Group streamed batches into parts of about `rows_per_file` rows, re-chunked for good row groups."""
-    part: list[pa.RecordBatch] = []
-    rows = 0
+def _rechunked(reader: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Regroup streamed batches into chunks of WRITE_CHUNK_ROWS rows: one Parquet row group each."""
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     for batch in reader:
-        batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        pending.append(batch)
+        pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
         pending_rows += batch.num_rows
         if pending_rows >= WRITE_CHUNK_ROWS:
-            part.append(pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0])
-            rows += pending_rows
+            yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
             pending, pending_rows = [], 0
-            if rows >= rows_per_file:
-                yield part
-                part, rows = [], 0
     if pending_rows:
-        part.append(pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0])
-    if part or rows == 0:
-        yield part
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
 
 
-def _parquet_bytes(batches: list[pa.RecordBatch], schema: pa.Schema, codec: str) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, schema, compression=codec) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+class _PartWriter:
+    """One Parquet part encoded as its chunks arrive: memory holds compressed bytes, not the rows."""
+
+    def __init__(self, schema: pa.Schema, codec: str) -> None:
+        self._sink = pa.BufferOutputStream()
+        self._writer = pq.ParquetWriter(self._sink, schema, compression=codec)
+        self.rows = 0
+
+    def write(self, chunk: pa.RecordBatch) -> None:
+        self._writer.write_batch(chunk)
+        self.rows += chunk.num_rows
+
+    def finish(self) -> bytes:
+        self._writer.close()
+        return self._sink.getvalue().to_pybytes()
 
 
 def _part_name(entry: dict) -> str:

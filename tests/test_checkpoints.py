@@ -209,6 +209,60 @@ def test_a_failing_restore_on_postgres_leaves_the_live_table_untouched(make_pg_d
     assert not [t for t in db.tables() if "__restore_" in t]
 
 
+def test_a_large_table_is_split_into_parts_that_restore_to_the_same_rows(tmp_path):
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
+    fill(db, rows=150_000, tables=["infra_logs"])
+    before = snapshot(db, "infra_logs")
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), rows_per_file=50_000, encryption_key=KEY_A)
+    manifest = store.write(db, "infra_logs")
+    assert [f["rows"] for f in manifest["files"]] == [65_536, 65_536, before[0] - 131_072], \
+        "parts close at the first whole row group past rows_per_file"
+    assert store.verify("infra_logs", manifest["id"], "deep").ok
+    drop(db, "infra_logs")
+    restore(store, db, plan_restore(store, "infra_logs"))
+    assert snapshot(db, "infra_logs") == before
+
+
+def test_an_empty_table_checkpoints_and_restores_as_empty(tmp_path):
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
+    db.replace_day("sales", "sale_ts", DAY, generate("sales", DAY, 10).slice(0, 0))
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    manifest = store.write(db, "sales")
+    assert manifest["rows"] == 0 and [f["rows"] for f in manifest["files"]] == [0]
+    drop(db, "sales")
+    restore(store, db, plan_restore(store, "sales"))
+    assert db.count("sales") == 0 and db.table_exists("sales")
+
+
+def test_a_source_failing_mid_read_raises_and_writes_no_manifest(tmp_path, monkeypatch):
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
+    fill(db, rows=200_000, tables=["infra_logs"])
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), rows_per_file=65_536, encryption_key="")
+    real_read_table = SourceDatabase.read_table
+
+    def failing_after_two_batches(self, table):
+        class Broken:
+            def __enter__(inner):
+                inner.ctx = real_read_table(self, table)
+                reader = inner.ctx.__enter__()
+                batches = iter(reader)
+
+                def broken():
+                    yield next(batches)
+                    yield next(batches)
+                    raise OSError("connection reset by peer")
+                return pa.RecordBatchReader.from_batches(reader.schema, broken())
+
+            def __exit__(inner, *exc):
+                return inner.ctx.__exit__(*exc)
+        return Broken()
+
+    monkeypatch.setattr(SourceDatabase, "read_table", failing_after_two_batches)
+    with pytest.raises(OSError, match="connection reset"):
+        store.write(db, "infra_logs")
+    assert store.list("infra_logs") == [], "a checkpoint that failed mid-read must not look complete"
+
+
 WRITER = textwrap.dedent("""
     import sys
     from resources import CheckpointStore, Lake, SourceDatabase

@@ -15,6 +15,7 @@ from platform_assets.generators import customers_per_day, generate
 from platform_assets.tables import INFRA_LOGS, SALES, SOURCE_TABLES
 from resources import PiiMasker
 from resources.identifiers import check_identifier, day_range_sql
+from resources.prefetch import prefetched
 from resources.urls import parse_url, redact
 
 DAY = "2026-05-04"
@@ -131,3 +132,26 @@ def test_urls_parse_relative_and_absolute_paths_and_redact_passwords():
     assert parse_url("sqlite:///data/source.db", "V", schemes).location == "data/source.db"
     assert parse_url("sqlite:////srv/source.db", "V", schemes).location == "/srv/source.db"
     assert redact("postgresql://aegis:s3cret@db:5432/source") == "postgresql://aegis:***@db:5432/source"
+
+
+def test_prefetched_keeps_order_raises_source_errors_and_stops_its_worker_early():
+    with prefetched(iter(range(1000)), depth=3) as items:
+        assert list(items) == list(range(1000))
+
+    def failing():
+        yield 1
+        raise OSError("source went away")
+    with pytest.raises(OSError, match="source went away"), prefetched(failing()) as items:
+        list(items)
+
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(1)
+            yield len(pulled)
+    with prefetched(endless(), depth=2) as items:
+        assert next(items) == 1
+    before = len(pulled)
+    assert before <= 4, "the worker reads at most `depth` ahead"
+    assert len(pulled) == before, "leaving the block stops the worker"
