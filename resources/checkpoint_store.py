@@ -31,6 +31,7 @@ from resources.checkpoint_format import (
     Fingerprint,
     check_checkpoint_id,
     checkpoint_time,
+    column_encodings,
     decrypt,
     encrypt,
     key_id,
@@ -350,20 +351,29 @@ def _rechunked(reader: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.R
 
 
 class _PartWriter:
-    """One Parquet part encoded as its chunks arrive: memory holds compressed bytes, not the rows."""
+    """One Parquet part encoded as its chunks arrive: memory holds compressed bytes, not the rows.
+    Column encodings are chosen from the part's first chunk (see `column_encodings`)."""
 
     def __init__(self, schema: pa.Schema, codec: str) -> None:
+        self._schema, self._codec = schema, codec
         self._sink = pa.BufferOutputStream()
-        self._writer = pq.ParquetWriter(self._sink, schema, compression=codec)
+        self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, chunk: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._writer = self._open(column_encodings(chunk))
         self._writer.write_batch(chunk)
         self.rows += chunk.num_rows
 
     def finish(self) -> bytes:
-        self._writer.close()
+        (self._writer or self._open({})).close()
         return self._sink.getvalue().to_pybytes()
+
+    def _open(self, encodings: dict[str, str]) -> pq.ParquetWriter:
+        dictionary = [name for name in self._schema.names if name not in encodings]
+        return pq.ParquetWriter(self._sink, self._schema, compression=self._codec, use_dictionary=dictionary,
+                                column_encoding=encodings or None)
 
 
 def _part_name(entry: dict) -> str:

@@ -155,3 +155,20 @@ def test_prefetched_keeps_order_raises_source_errors_and_stops_its_worker_early(
     before = len(pulled)
     assert before <= 4, "the worker reads at most `depth` ahead"
     assert len(pulled) == before, "leaving the block stops the worker"
+
+
+def test_column_encodings_leave_dictionaries_to_repetitive_columns_and_delta_encode_the_rest():
+    from resources.checkpoint_format import column_encodings
+
+    n = 1000
+    batch = pa.RecordBatch.from_pydict({
+        "id": pa.array(range(n), pa.int64()),
+        "ts": pa.array([dt.datetime(2026, 6, 1) + dt.timedelta(seconds=i) for i in range(n)], pa.timestamp("us")),
+        "email": [f"user{i}@example.com" for i in range(n)],
+        "price": [i * 1.01 for i in range(n)],
+        "state": ["SP", "RJ"] * (n // 2),
+        "quantity": pa.array([i % 5 for i in range(n)], pa.int64()),
+    })
+    assert column_encodings(batch) == {"id": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED",
+                                       "email": "DELTA_BYTE_ARRAY", "price": "BYTE_STREAM_SPLIT"}
+    assert column_encodings(batch.slice(0, 0)) == {}
