@@ -172,3 +172,24 @@ def test_column_encodings_leave_dictionaries_to_repetitive_columns_and_delta_enc
     assert column_encodings(batch) == {"id": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED",
                                        "email": "DELTA_BYTE_ARRAY", "price": "BYTE_STREAM_SPLIT"}
     assert column_encodings(batch.slice(0, 0)) == {}
+
+
+def test_suites_on_arrow_backed_strings_still_name_nulls_bad_values_and_wrong_types():
+    from platform_assets import expectations as ex
+
+    table = pa.table({"email": ["a@b.com", None, "not an email", "ção@exemplo.com.br"],
+                      "code": pa.array([1, 2, 3, 4], pa.int64())})
+    frame = ex.to_frame(table)
+    assert str(frame["email"].dtype) == "string" and frame["email"].isna().tolist() == [False, True, False, False]
+    strings = ex._PANDAS_TYPES[pa.string()]
+    outcome = ex.validate(frame, [
+        ex._not_null("email"),
+        ex.Expect("ExpectColumnValuesToMatchRegex", {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"}),
+        ex.Expect("ExpectColumnValuesToBeInTypeList", {"column": "email", "type_list": strings}),
+        ex.Expect("ExpectColumnValuesToBeInTypeList", {"column": "code", "type_list": strings}),
+    ], "arrow_strings")
+    failed = {e["expectation"]: e for e in outcome.failed}
+    assert set(failed) == {"ExpectColumnValuesToNotBeNull(email)", "ExpectColumnValuesToMatchRegex(email)",
+                           "ExpectColumnValuesToBeInTypeList(code)"}
+    assert failed["ExpectColumnValuesToMatchRegex(email)"]["examples"] == ["not an email"]
+    assert failed["ExpectColumnValuesToNotBeNull(email)"]["unexpected_count"] == 1
