@@ -1,7 +1,8 @@
 """Verified backups of source tables: manifested, checksummed, optionally encrypted Parquet on the lake.
 
 Layout and format: see `resources/checkpoint_format.py`. Verification results, leases and the
-recovery audit log live beside the checkpoints, never inside a manifest.
+recovery audit log live beside the checkpoints, never inside a manifest (leases, retention, garbage and
+the recovery log: `resources/checkpoint_housekeeping.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -31,7 +31,6 @@ from resources.checkpoint_format import (
     Fingerprint,
     check_checkpoint_id,
     checkpoint_time,
-    column_encodings,
     decrypt,
     encrypt,
     key_id,
@@ -42,14 +41,15 @@ from resources.checkpoint_format import (
     seal,
     unseal,
 )
+from resources.checkpoint_housekeeping import CheckpointHousekeeping
 from resources.identifiers import check_identifier
 from resources.lake import Lake
+from resources.parquet_parts import WRITE_CHUNK_ROWS, PartWriter, rechunked
 from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase
 
 MANIFEST = "manifest.json"
 LEVELS = ("quick", "full", "deep")
-WRITE_CHUNK_ROWS = 65_536
 
 
 class CheckpointNotFoundError(LookupError):
@@ -67,7 +67,7 @@ class Verification:
     verified_at: str = ""
 
 
-class CheckpointStore(dg.ConfigurableResource):
+class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
     """Checkpoints of source tables under `<lake>/checkpoints/`, local disk or S3 alike."""
 
     lake: Lake
@@ -119,14 +119,14 @@ class CheckpointStore(dg.ConfigurableResource):
         fingerprint, files = Fingerprint(), []
         with source_db.read_table(table) as reader:
             schema = pa.schema([pa.field(f.name, f.type) for f in reader.schema])
-            with prefetched(_rechunked(reader, schema)) as chunks:
-                part = _PartWriter(schema, self.codec)
+            with prefetched(rechunked(reader, schema)) as chunks:
+                part = PartWriter(schema, self.codec)
                 for chunk in chunks:
                     fingerprint.update(chunk)
                     part.write(chunk)
                     if part.rows >= self.rows_per_file:
                         files.append(self._store_part(part, table, checkpoint_id, len(files), key))
-                        part = _PartWriter(schema, self.codec)
+                        part = PartWriter(schema, self.codec)
                 if part.rows or not files:
                     files.append(self._store_part(part, table, checkpoint_id, len(files), key))
         manifest = {
@@ -144,7 +144,7 @@ class CheckpointStore(dg.ConfigurableResource):
         self._write(f"{directory}/{MANIFEST}", seal(manifest))
         return manifest
 
-    def _store_part(self, part: _PartWriter, table: str, checkpoint_id: str, number: int,
+    def _store_part(self, part: PartWriter, table: str, checkpoint_id: str, number: int,
                     key: bytes | None) -> dict:
         name = f"part-{number:05d}.parquet"
         data = part.finish()
@@ -183,6 +183,15 @@ class CheckpointStore(dg.ConfigurableResource):
         if manifest["id"] != checkpoint_id or manifest["table"] != table:
             raise ValueError(f"manifest of {table}/{checkpoint_id} describes {manifest['table']}/{manifest['id']}")
         return manifest
+
+    def newest_manifest(self, table: str) -> dict | None:
+        """The manifest of the newest checkpoint whose manifest can be read (None when there is none)."""
+        for checkpoint_id in self.candidates(table):
+            try:
+                return self.manifest(table, checkpoint_id)
+            except (ValueError, LookupError, OSError):
+                continue
+        return None
 
     def candidates(self, table: str, as_of: dt.datetime | None = None) -> list[str]:
         """Checkpoints to restore from, newest first (only those taken at or before `as_of`)."""
@@ -251,130 +260,24 @@ class CheckpointStore(dg.ConfigurableResource):
         path = f"{root}/_verifications/{result.table}/{result.checkpoint_id}-{result.level}.json"
         self._write(path, json.dumps(asdict(result), indent=2).encode())
 
+    def last_verification(self, table: str, checkpoint_id: str) -> Verification | None:
+        """The most recent verification recorded for a checkpoint (any level), or None."""
+        _, root = self._fs()
+        directory = f"{root}/_verifications/{check_identifier(table, 'table name')}"
+        found = []
+        for level in LEVELS:
+            try:
+                found.append(Verification(**json.loads(self._read(
+                    f"{directory}/{check_checkpoint_id(checkpoint_id)}-{level}.json"))))
+            except (OSError, ValueError, TypeError):
+                continue
+        return max(found, key=lambda v: v.verified_at, default=None)
+
     def latest_verified(self, table: str, level: str = "full") -> str | None:
         for checkpoint_id in self.candidates(table):
             if self.verify(table, checkpoint_id, level).ok:
                 return checkpoint_id
         return None
-
-    # ------------------------------------------------------------ retention and garbage
-
-    def lease(self, table: str, checkpoint_id: str) -> str:
-        """Mark a checkpoint as being read (by a restore): retention will not delete it."""
-        _, root = self._fs()
-        path = f"{root}/_leases/{table}/{check_checkpoint_id(checkpoint_id)}-{uuid.uuid4().hex[:8]}.json"
-        self._write(path, json.dumps({"since": dt.datetime.now(dt.UTC).isoformat()}).encode())
-        return path
-
-    def release(self, lease_path: str) -> None:
-        fs, _ = self._fs()
-        try:
-            fs.delete_file(lease_path)
-        except (FileNotFoundError, OSError):
-            pass
-
-    def _leased(self, table: str) -> set[str]:
-        _, root = self._fs()
-        return {i.base_name.rsplit("-", 1)[0] for i in self._list_dir(f"{root}/_leases/{table}")}
-
-    def apply_retention(self, table: str, keep_last: int, keep_within: dt.timedelta,
-                        dry_run: bool = True, now: dt.datetime | None = None) -> list[str]:
-        """Delete checkpoints beyond the newest `keep_last` and older than `keep_within`; returns them.
-
-        Never deletes the newest verified checkpoint, nor one a restore is reading."""
-        if keep_last < 1:
-            raise ValueError("keep_last must be at least 1")
-        now = now or dt.datetime.now(dt.UTC)
-        ids = self.candidates(table)
-        protected = set(ids[:keep_last]) | self._leased(table)
-        newest_verified = self.latest_verified(table, "full")
-        if newest_verified:
-            protected.add(newest_verified)
-        doomed = [i for i in ids if i not in protected and now - checkpoint_time(i) > keep_within]
-        if not dry_run:
-            for checkpoint_id in doomed:
-                self._delete_dir(self._dir(table, checkpoint_id))
-        return doomed
-
-    def collect_garbage(self, table: str, min_age: dt.timedelta = dt.timedelta(hours=1),
-                        dry_run: bool = True, now: dt.datetime | None = None) -> list[str]:
-        """Directories left by crashed writes (no manifest), older than `min_age`; deleted unless dry run."""
-        now = now or dt.datetime.now(dt.UTC)
-        complete = set(self.list(table))
-        orphans = []
-        for info in self._list_dir(self._dir(table)):
-            name = info.base_name
-            try:
-                started = checkpoint_time(name)
-            except ValueError:
-                continue
-            if info.type == pafs.FileType.Directory and name not in complete and now - started > min_age:
-                orphans.append(name)
-        if not dry_run:
-            for name in orphans:
-                self._delete_dir(self._dir(table, name))
-        return sorted(orphans)
-
-    def _delete_dir(self, path: str) -> None:
-        fs, _ = self._fs()
-        fs.delete_dir(path)
-
-    # ------------------------------------------------------------ recovery audit log
-
-    def append_audit(self, table: str, record: dict) -> str:
-        _, root = self._fs()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = f"{root}/_audit/{check_identifier(table, 'table name')}/{stamp}-{uuid.uuid4().hex[:6]}.json"
-        self._write(path, json.dumps(record, indent=2, default=str).encode())
-        return path
-
-    def audit_log(self, table: str, limit: int = 20) -> list[dict]:
-        """The newest recovery records of `table`, newest first."""
-        _, root = self._fs()
-        entries = sorted((i for i in self._list_dir(f"{root}/_audit/{check_identifier(table, 'table name')}")
-                          if i.base_name.endswith(".json")), key=lambda i: i.base_name, reverse=True)
-        return [json.loads(self._read(i.path)) for i in entries[:limit]]
-
-
-def _rechunked(reader: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Regroup streamed batches into chunks of WRITE_CHUNK_ROWS rows: one Parquet row group each."""
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in reader:
-        pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-        pending_rows += batch.num_rows
-        if pending_rows >= WRITE_CHUNK_ROWS:
-            yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
-            pending, pending_rows = [], 0
-    if pending_rows:
-        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
-
-
-class _PartWriter:
-    """One Parquet part encoded as its chunks arrive: memory holds compressed bytes, not the rows.
-    Column encodings are chosen from the part's first chunk (see `column_encodings`)."""
-
-    def __init__(self, schema: pa.Schema, codec: str) -> None:
-        self._schema, self._codec = schema, codec
-        self._sink = pa.BufferOutputStream()
-        self._writer: pq.ParquetWriter | None = None
-        self.rows = 0
-
-    def write(self, chunk: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._writer = self._open(column_encodings(chunk))
-        self._writer.write_batch(chunk)
-        self.rows += chunk.num_rows
-
-    def finish(self) -> bytes:
-        (self._writer or self._open({})).close()
-        return self._sink.getvalue().to_pybytes()
-
-    def _open(self, encodings: dict[str, str]) -> pq.ParquetWriter:
-        dictionary = [name for name in self._schema.names if name not in encodings]
-        return pq.ParquetWriter(self._sink, self._schema, compression=self._codec, use_dictionary=dictionary,
-                                column_encoding=encodings or None)
-
 
 def _part_name(entry: dict) -> str:
     name = entry["path"]

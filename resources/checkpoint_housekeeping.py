@@ -1,0 +1,100 @@
+"""What keeps a checkpoint store tidy and accountable: leases (a restore is reading this checkpoint),
+retention (which checkpoints go, and why the others stay), garbage left by crashed writers, and the
+recovery log of every restore. Mixed into `CheckpointStore`, whose paths and file access it uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pyarrow.fs as pafs
+
+from resources.checkpoint_format import check_checkpoint_id, checkpoint_time
+from resources.checkpoint_retention import retention_reasons
+from resources.identifiers import check_identifier
+
+
+class CheckpointHousekeeping:
+    def lease(self, table: str, checkpoint_id: str) -> str:
+        """Mark a checkpoint as being read (by a restore): retention will not delete it."""
+        _, root = self._fs()
+        path = f"{root}/_leases/{table}/{check_checkpoint_id(checkpoint_id)}-{uuid.uuid4().hex[:8]}.json"
+        self._write(path, json.dumps({"since": dt.datetime.now(dt.UTC).isoformat()}).encode())
+        return path
+
+    def release(self, lease_path: str) -> None:
+        fs, _ = self._fs()
+        try:
+            fs.delete_file(lease_path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def _leased(self, table: str) -> set[str]:
+        _, root = self._fs()
+        return {i.base_name.rsplit("-", 1)[0] for i in self._list_dir(f"{root}/_leases/{table}")}
+
+    def retention(self, table: str, keep_last: int, keep_within: dt.timedelta,
+                  now: dt.datetime | None = None) -> dict[str, str | None]:
+        """Each complete checkpoint of `table`, newest first, with why retention keeps it (None: it goes)."""
+        return retention_reasons(self.candidates(table), keep_last, keep_within,
+                                 self.latest_verified(table, "full"), self._leased(table),
+                                 now or dt.datetime.now(dt.UTC))
+
+    def apply_retention(self, table: str, keep_last: int, keep_within: dt.timedelta,
+                        dry_run: bool = True, now: dt.datetime | None = None) -> list[str]:
+        """Delete checkpoints beyond the newest `keep_last` and older than `keep_within`; returns them.
+
+        Never deletes the newest verified checkpoint, nor one a restore is reading."""
+        doomed = [i for i, reason in self.retention(table, keep_last, keep_within, now).items() if reason is None]
+        if not dry_run:
+            for checkpoint_id in doomed:
+                self._delete_dir(self._dir(table, checkpoint_id))
+        return doomed
+
+    def collect_garbage(self, table: str, min_age: dt.timedelta = dt.timedelta(hours=1),
+                        dry_run: bool = True, now: dt.datetime | None = None) -> list[str]:
+        """Directories left by crashed writes (no manifest), older than `min_age`; deleted unless dry run."""
+        now = now or dt.datetime.now(dt.UTC)
+        complete = set(self.list(table))
+        orphans = []
+        for info in self._list_dir(self._dir(table)):
+            name = info.base_name
+            try:
+                started = checkpoint_time(name)
+            except ValueError:
+                continue
+            if info.type == pafs.FileType.Directory and name not in complete and now - started > min_age:
+                orphans.append(name)
+        if not dry_run:
+            for name in orphans:
+                self._delete_dir(self._dir(table, name))
+        return sorted(orphans)
+
+    def _delete_dir(self, path: str) -> None:
+        fs, _ = self._fs()
+        fs.delete_dir(path)
+
+    # ------------------------------------------------------------ recovery audit log
+
+    def append_audit(self, table: str, record: dict) -> str:
+        _, root = self._fs()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = f"{root}/_audit/{check_identifier(table, 'table name')}/{stamp}-{uuid.uuid4().hex[:6]}.json"
+        self._write(path, json.dumps(record, indent=2, default=str).encode())
+        return path
+
+    def audit_log(self, table: str, limit: int = 20) -> list[dict]:
+        """The newest recovery records of `table`, newest first."""
+        _, root = self._fs()
+        entries = sorted((i for i in self._list_dir(f"{root}/_audit/{check_identifier(table, 'table name')}")
+                          if i.base_name.endswith(".json")), key=lambda i: i.base_name, reverse=True)
+        return [json.loads(self._read(i.path)) for i in entries[:limit]]
+
+    def audit_log_all(self, limit: int = 100) -> list[dict]:
+        """The newest recovery records of every table, newest first."""
+        _, root = self._fs()
+        entries = [i for directory in self._list_dir(f"{root}/_audit") if directory.type == pafs.FileType.Directory
+                   for i in self._list_dir(directory.path) if i.base_name.endswith(".json")]
+        entries.sort(key=lambda i: i.base_name, reverse=True)
+        return [json.loads(self._read(i.path)) for i in entries[:limit]]
