@@ -1,18 +1,57 @@
-"""checkpoints/<table>: a verified backup of each source table, every hour (RPO < 1 h)."""
+"""checkpoints/<table>: a verified backup of each source table, every hour (RPO < 1 h).
+
+Each materialisation takes a checkpoint, applies retention, lists every kept checkpoint (time, rows,
+bytes, last verification, why retention keeps it) and keeps the `restore_<table>` job's partitions — one
+per kept checkpoint — in step with the store. Tables that restores set aside are dropped here once they
+are older than AEGIS_KEEP_REPLACED_DAYS.
+"""
 
 import datetime as dt
 
 import dagster as dg
 
 from platform_assets.metadata import stopwatch
+from platform_assets.partitions import checkpoint_partitions
+from platform_assets.safeguard import asides_of, expired_asides
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, SourceDatabase
+from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 
 
 class CheckpointConfig(dg.Config):
     keep_last: int = 48  # retention: always keep this many newest checkpoints …
     keep_days: int = 7  # … and every checkpoint younger than this
     collect_garbage: bool = False  # delete directories of crashed writes (older than an hour); else only report
+
+
+def kept_checkpoints(store: CheckpointStore, table: str, reasons: dict[str, str | None]) -> dg.TableMetadataValue:
+    """Every checkpoint retention keeps, newest first, as the UI's table."""
+    records = []
+    for checkpoint_id, reason in reasons.items():
+        if reason is None:
+            continue
+        manifest = store.manifest(table, checkpoint_id)
+        last = store.last_verification(table, checkpoint_id)
+        records.append(dg.TableRecord({
+            "checkpoint": checkpoint_id, "taken (UTC)": manifest["created_at"][:19].replace("T", " "),
+            "rows": manifest["rows"], "bytes": sum(f["bytes"] for f in manifest["files"]),
+            "verification": "never verified" if last is None else
+            f"{last.level}: {'passed' if last.ok else 'FAILED ' + '; '.join(last.problems)[:120]} "
+            f"({last.verified_at[:16].replace('T', ' ')})",
+            "retention": reason,
+        }))
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=[
+        dg.TableColumn("checkpoint", "string"), dg.TableColumn("taken (UTC)", "string"),
+        dg.TableColumn("rows", "int"), dg.TableColumn("bytes", "int"), dg.TableColumn("verification", "string"),
+        dg.TableColumn("retention", "string")]))
+
+
+def sync_partitions(instance: dg.DagsterInstance, table: str, kept: list[str]) -> None:
+    """Make the `restore_<table>` job's partitions exactly the kept checkpoints (added oldest first)."""
+    name = checkpoint_partitions(table).name
+    listed = set(instance.get_dynamic_partitions(name))
+    instance.add_dynamic_partitions(name, [i for i in sorted(kept) if i not in listed])
+    for gone in listed - set(kept):
+        instance.delete_dynamic_partition(name, gone)
 
 
 def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
@@ -23,19 +62,23 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["source", table])],
         group_name="checkpoints",
         kinds={"parquet"},
-        description=f"A point-in-time copy of the whole `{table}` table: checksummed Parquet and a sealed "
-        "manifest, optionally encrypted. Verified in full by the blocking check below.",
+        description=f"Checkpoint: a point-in-time copy of the whole {table} table (checksummed Parquet and "
+        "a sealed manifest, optionally encrypted), verified in full by its blocking check. The metadata "
+        f"lists every kept checkpoint; restore one with the restore_{table} job (one partition per checkpoint).",
     )
     def _asset(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
-               checkpoints: CheckpointStore) -> dg.MaterializeResult:
+               checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy) -> dg.MaterializeResult:
         with stopwatch() as clock:
             manifest = checkpoints.write(source_db, table)
-        expired = checkpoints.apply_retention(table, config.keep_last, dt.timedelta(days=config.keep_days),
-                                              dry_run=False)
+        keep_within = dt.timedelta(days=config.keep_days)
+        expired = checkpoints.apply_retention(table, config.keep_last, keep_within, dry_run=False)
+        reasons = checkpoints.retention(table, config.keep_last, keep_within)
+        sync_partitions(context.instance, table, [i for i, reason in reasons.items() if reason])
         orphans = checkpoints.collect_garbage(table, dry_run=not config.collect_garbage)
         if orphans:
             context.log.warning(f"{len(orphans)} unfinished checkpoint(s) of {table} left by crashed writes"
                                 + (" were deleted" if config.collect_garbage else ": run with collect_garbage"))
+        dropped, kept_aside = _expire_replaced_tables(context, source_db, table, recovery_policy)
         context.log.info(f"checkpoint {manifest['id']} of {table}: {manifest['rows']} rows")
         return dg.MaterializeResult(metadata={
             "checkpoint_id": dg.MetadataValue.text(manifest["id"]),
@@ -50,8 +93,11 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
                 if manifest["encryption"] else "none"),
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(c["name"], c["type"]) for c in manifest["columns"]]),
+            "kept_checkpoints": kept_checkpoints(checkpoints, table, reasons),
             "expired_by_retention": dg.MetadataValue.int(len(expired)),
             "orphans": dg.MetadataValue.int(len(orphans)),
+            "replaced_tables_kept": dg.MetadataValue.json(kept_aside),
+            "replaced_tables_dropped": dg.MetadataValue.json(dropped),
         })
 
     @dg.asset_check(asset=key, name="checkpoint_verified", blocking=True,
@@ -69,6 +115,23 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
         )
 
     return [_asset, _verified]
+
+
+def _expire_replaced_tables(context: dg.AssetExecutionContext, source_db: SourceDatabase, table: str,
+                            policy: RecoveryPolicy) -> tuple[list[str], list[str]]:
+    """Drop the tables restores set aside from `table` longer ago than the policy keeps them."""
+    tables = source_db.tables()
+    keep = dt.timedelta(days=policy.keep_replaced_days)
+    dropped = []
+    for name in expired_asides(tables, table, keep, dt.datetime.now(dt.UTC)):
+        try:
+            source_db.drop_table(name)
+        except Exception as exc:  # noqa: BLE001 - e.g. still referenced by a foreign key: keep it, say why
+            context.log.warning(f"could not drop {name}, set aside by a restore of {table}: {exc}")
+            continue
+        context.log.info(f"dropped {name}: set aside by a restore more than {policy.keep_replaced_days:g} days ago")
+        dropped.append(name)
+    return dropped, [name for name in asides_of(tables, table) if name not in dropped]
 
 
 _built = [_checkpoint_asset(table) for table in SOURCE_TABLES]

@@ -5,16 +5,17 @@ import dagster as dg
 
 from platform_assets import bronze, checkpoints, gold, quality, recovery, reports, serving, silver, source
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
+from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, recovery_job
 from sensors.schedules import schedules
-from sensors.source_watch import WatchSettings, build_source_watch
+from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
-          *checkpoints.assets, *recovery.assets]
+          *checkpoints.assets, *recovery.assets, recovery.recovery_log]
 asset_checks = [*quality.checks, *checkpoints.checks]
-sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, WatchSettings.from_env()), build_alert_sensor()]
+recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
+sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, recovery_policy), build_alert_sensor()]
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))
 resources = {
@@ -24,7 +25,8 @@ resources = {
     "masker": PiiMasker(key=dg.EnvVar("AEGIS_PII_KEY")),
     "volume": SyntheticVolume(rows_per_day=dg.EnvVar.int("AEGIS_ROWS_PER_DAY")),
     "checkpoints": CheckpointStore(lake=lake),  # AEGIS_CHECKPOINT_KEY, if set, is read when used
+    "recovery_policy": recovery_policy,
 }
 
-defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=jobs, schedules=schedules, sensors=sensors,
-                      resources=resources)
+defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[*jobs, *recovery.jobs], schedules=schedules,
+                      sensors=sensors, resources=resources)

@@ -1,5 +1,5 @@
 """One calendar: daily partitions (UTC) from the platform's first day up to yesterday, and how fresh the
-daily layers must stay given their schedules."""
+daily layers must stay given their schedules; and the list of each protected table's kept checkpoints."""
 
 import datetime as dt
 
@@ -11,3 +11,9 @@ daily = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
 # gold (22:00) and serving (23:00) are rebuilt once a day: late after a missed run (+1 h), failing after +3 h
 daily_freshness = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=27),
                                                  warn_window=dt.timedelta(hours=25))
+
+
+def checkpoint_partitions(table: str) -> dg.DynamicPartitionsDefinition:
+    """The kept checkpoints of `table`, one partition per checkpoint id: the `restore_<table>` job's partitions
+    are the list a user picks a checkpoint from. `checkpoints/<table>` keeps them in step with the store."""
+    return dg.DynamicPartitionsDefinition(name=f"checkpoints_{table}")

@@ -1,21 +1,36 @@
-"""recovery/<table>: restore a source table from its newest verified checkpoint (or a chosen one)."""
+"""recovery/<table>: put a protected table back from a checkpoint — without ever discarding data.
+
+- `source_table_watch` launches it when a table disappears (or shrinks, with AEGIS_RESTORE_ON_SHRINK).
+- A click on Materialize restores the newest checkpoint that verifies. Over a present, healthy table it
+  is refused with what would be lost (see `platform_assets/safeguard.py`), unless the run config says
+  `replace_live_table: true` — and then the live table is kept aside, never dropped.
+- The `restore_<table>` job has one partition per kept checkpoint: pick one in the launchpad to restore
+  exactly that checkpoint, beside the live table with `target_table`, without typing its id.
+- `dry_run: true` shows the plan and the verdict as an observation: it is not a materialisation.
+
+Every restore is written to the recovery log, shown per table here and across tables on `recovery_log`.
+"""
 
 import datetime as dt
 
 import dagster as dg
 
-from platform_assets.restoring import plan_restore, record, restore
+from platform_assets.partitions import checkpoint_partitions
+from platform_assets.restoring import RestorePlan, plan_restore, record, restore
+from platform_assets.safeguard import Verdict, aside_name, judge, measure_loss, refusal_message
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, SourceDatabase
+from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 
-AUDIT_ROWS = 10
+RECOVERY_LOG = dg.AssetKey("recovery_log")
+LOG_ROWS = 100
 
 
 class RestoreConfig(dg.Config):
-    checkpoint_id: str | None = None  # default: the newest checkpoint that verifies
+    checkpoint_id: str | None = None  # exactly this checkpoint (no fallback); default: the newest that verifies
     as_of: str | None = None  # ISO 8601 time: the newest checkpoint taken at or before it
-    target_table: str | None = None  # restore beside the live table instead of over it
-    dry_run: bool = False  # only print the plan
+    target_table: str | None = None  # restore beside the live table, under this name
+    replace_live_table: bool = False  # replace a present, healthy table; it is kept aside, never dropped
+    dry_run: bool = False  # show the plan and whether it would be refused; change nothing
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -26,13 +41,49 @@ def _parse_time(text: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _audit_markdown(entries: list[dict]) -> str:
-    lines = ["| when (UTC) | trigger | checkpoint | target | rows | seconds | fallbacks |",
-             "|---|---|---|---|---:|---:|---:|"]
+def recovery_log_table(entries: list[dict]) -> dg.TableMetadataValue:
+    """Restores as a table the UI shows whole: when, how, what, how long each step took, what was kept aside."""
+    columns = [("when (UTC)", "string"), ("trigger", "string"), ("table", "string"), ("restored into", "string"),
+               ("checkpoint", "string"), ("rows", "int"), ("seconds per step", "string"), ("fallbacks", "int"),
+               ("kept aside", "string")]
+    records = []
     for e in entries:
-        lines.append(f"| {e['at'][:19]} | {e.get('trigger', 'manual')} | {e['checkpoint_id']} | {e['target']} | "
-                     f"{e['rows']:,} | {sum(e['seconds'].values()):.2f} | {len(e['failed_attempts'])} |")
-    return "\n".join(lines)
+        aside = e.get("kept_aside")
+        records.append(dg.TableRecord({
+            "when (UTC)": e["at"][:19].replace("T", " "), "trigger": e.get("trigger", "manual"), "table": e["table"],
+            "restored into": e["target"], "checkpoint": e["checkpoint_id"], "rows": e["rows"],
+            "seconds per step": " · ".join(f"{step} {s:.2f}" for step, s in e["seconds"].items()),
+            "fallbacks": len(e["failed_attempts"]),
+            "kept aside": f"{aside['table']} ({aside['rows']:,} rows, until {aside['keep_until'][:16]})"
+            if aside else "",
+        }))
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(
+        columns=[dg.TableColumn(name, kind) for name, kind in columns]))
+
+
+def _plan_table(store: CheckpointStore, plan: RestorePlan) -> dg.TableMetadataValue:
+    records = []
+    for checkpoint_id in plan.candidates:
+        m = store.manifest(plan.table, checkpoint_id)
+        last = store.last_verification(plan.table, checkpoint_id)
+        records.append(dg.TableRecord({
+            "order": len(records) + 1, "checkpoint": checkpoint_id, "taken (UTC)": m["created_at"][:19],
+            "rows": m["rows"], "bytes": sum(f["bytes"] for f in m["files"]),
+            "encrypted": bool(m["encryption"]),
+            "last verification": "never" if last is None else
+            f"{last.level} {'passed' if last.ok else 'FAILED'} {last.verified_at[:19]}",
+        }))
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=[
+        dg.TableColumn("order", "int"), dg.TableColumn("checkpoint", "string"),
+        dg.TableColumn("taken (UTC)", "string"), dg.TableColumn("rows", "int"), dg.TableColumn("bytes", "int"),
+        dg.TableColumn("encrypted", "bool"), dg.TableColumn("last verification", "string")]))
+
+
+def _swept_up(context: dg.AssetExecutionContext) -> bool:
+    """Was this restore launched along with other layers (select everything → Materialize)? Then a refusal
+    skips it with the reason instead of failing the platform's run."""
+    selection = context.run.asset_selection or set()
+    return any(key.path[0] != "recovery" for key in selection)
 
 
 def _recovery_asset(table: str) -> dg.AssetsDefinition:
@@ -41,24 +92,39 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["checkpoints", table])],
         group_name="recovery",
         kinds={"sqlite", "postgres"},
-        description=f"Restores `{table}` in the source database: verify → load into a temporary table → "
-        "compare count, schema and fingerprint → swap atomically → recreate indexes → audit. Launched by "
-        "the `source_table_watch` sensor when the table disappears, or by hand (run config: checkpoint_id, "
-        "as_of, target_table, dry_run).",
+        output_required=False,  # a dry run or a skipped refusal materialises nothing
+        description=f"Restore: puts {table} back from a checkpoint, never discarding data (verify, load into a "
+        "temporary table, compare count, schema and fingerprint, swap atomically, audit).\n\n"
+        "Materialize restores the newest checkpoint that verifies. A present, healthy table is not replaced "
+        "unless the run config says replace_live_table: true; a replaced table is kept aside as "
+        f"{table}__replaced_YYYYMMDD_HHMMSS. To pick an older checkpoint, launch the restore_{table} job for its "
+        "partition. Run config: target_table (restore beside it), replace_live_table, dry_run, checkpoint_id, "
+        "as_of.",
     )
     def _asset(context: dg.AssetExecutionContext, config: RestoreConfig, source_db: SourceDatabase,
-               checkpoints: CheckpointStore) -> dg.MaterializeResult:
+               checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
         started = dt.datetime.now(dt.UTC)
         plan = plan_restore(checkpoints, table, config.checkpoint_id,
-                            _parse_time(config.as_of) if config.as_of else None, config.target_table,
-                            config.dry_run)
+                            _parse_time(config.as_of) if config.as_of else None, config.target_table)
+        target_rows = source_db.count(plan.target) if source_db.table_exists(plan.target) else None
+        newest = checkpoints.newest_manifest(table)
+        verdict = judge(table, plan.target, target_rows, newest["rows"] if newest else None, recovery_policy,
+                        config.replace_live_table)
         if config.dry_run:
-            description = plan.describe(checkpoints)
-            context.log.info(description)
-            return dg.MaterializeResult(metadata={"dry_run": True, "plan": dg.MetadataValue.md(
-                f"```\n{description}\n```")})
+            _observe(context, f"dry run: would {verdict.action} {plan.target} ({verdict.reason})",
+                     plan=_plan_table(checkpoints, plan))
+            return
+        if verdict.action == "refuse":
+            _refuse(context, checkpoints, source_db, plan, verdict, recovery_policy)
+            return
 
-        outcome = restore(checkpoints, source_db, plan, log=context.log.warning)
+        aside = aside_name(plan.target, started) if verdict.action == "replace" else None
+        outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning)
+        if outcome.kept_aside:
+            keep_until = started + dt.timedelta(days=recovery_policy.keep_replaced_days)
+            outcome.kept_aside["keep_until"] = keep_until.isoformat()
+            context.log.warning(f"{plan.target} ({outcome.kept_aside['rows']:,} rows) was kept aside as "
+                                f"{outcome.kept_aside['table']} until {keep_until:%Y-%m-%d %H:%M} UTC")
         tags = context.run.tags
         timings = {f"{step}_seconds": seconds for step, seconds in outcome.seconds.items()}
         if "aegis/detected_at" in tags:
@@ -66,21 +132,74 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
             timings["launch_seconds"] = round((started - detected).total_seconds(), 3)
             timings["detection_to_restored_seconds"] = round((dt.datetime.now(dt.UTC) - detected).total_seconds(), 3)
         entry = record(checkpoints, outcome, run_id=context.run_id, trigger=tags.get("aegis/trigger", "manual"),
-                       detected_at=tags.get("aegis/detected_at"), timings=timings)
+                       detected_at=tags.get("aegis/detected_at"), timings=timings, verdict=verdict.reason,
+                       kept_aside=outcome.kept_aside)
         context.log.info(f"restored {outcome.rows} rows of {table} into {outcome.target} from "
                          f"{outcome.checkpoint_id} ({timings})")
-        return dg.MaterializeResult(metadata={
+        context.log_event(dg.AssetMaterialization(asset_key=RECOVERY_LOG, metadata={
+            "restores": recovery_log_table(checkpoints.audit_log_all(LOG_ROWS)),
+            "latest": dg.MetadataValue.text(f"{table} from {outcome.checkpoint_id} ({entry['trigger']})")}))
+        yield dg.MaterializeResult(metadata={
             "checkpoint_id": outcome.checkpoint_id,
             "target_table": outcome.target,
             "dagster/row_count": dg.MetadataValue.int(outcome.rows),
             "fingerprint_verified": dg.MetadataValue.text(outcome.fingerprint),
             "fallbacks": dg.MetadataValue.json(outcome.failed_attempts),
             "trigger": entry["trigger"],
+            "why": dg.MetadataValue.text(verdict.reason),
+            "kept_aside": dg.MetadataValue.text(entry["kept_aside"]["table"] if entry["kept_aside"] else "nothing"),
             **{name: dg.MetadataValue.float(value) for name, value in timings.items()},
-            "recovery_log": dg.MetadataValue.md(_audit_markdown(checkpoints.audit_log(table, AUDIT_ROWS))),
+            "recovery_log": recovery_log_table(checkpoints.audit_log(table, LOG_ROWS)),
         })
 
     return _asset
 
 
+def _observe(context: dg.AssetExecutionContext, summary: str, **metadata) -> None:
+    context.log.info(summary)
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, description=summary,
+                                          metadata={"summary": dg.MetadataValue.md(summary), **metadata}))
+
+
+def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, source_db: SourceDatabase,
+            plan: RestorePlan, verdict: Verdict, policy: RecoveryPolicy) -> None:
+    """Say what would be lost and how to proceed; fail the run unless this restore was only swept up."""
+    manifest = checkpoints.manifest(plan.table, plan.candidates[0])
+    try:
+        loss = measure_loss(checkpoints, source_db, plan.table, plan.target, manifest)
+    except Exception as exc:  # noqa: BLE001 - the refusal stands; only its detail is missing
+        context.log.warning(f"could not compare {plan.target} with the checkpoint: {exc}")
+        loss = None
+    message = refusal_message(plan.table, plan.target, verdict, manifest["id"], manifest["rows"], loss, policy)
+    metadata = {"checkpoint_id": manifest["id"], "checkpoint_rows": manifest["rows"]}
+    if loss is not None:
+        metadata.update(live_rows=loss.live_rows, rows_lost_by_replacing=loss.only_live,
+                        rows_brought_back=loss.only_checkpoint)
+    _observe(context, message, **metadata)
+    if _swept_up(context):
+        context.log.warning(f"skipped recovery/{plan.table}: {message}")
+        return
+    raise dg.Failure(description=message, metadata=metadata, allow_retries=False)
+
+
+def _restore_job(table: str):
+    partitions = checkpoint_partitions(table)
+    op = f"recovery__{table}"
+    return dg.define_asset_job(
+        f"restore_{table}", selection=[dg.AssetKey(["recovery", table])], partitions_def=partitions,
+        config=dg.PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda key: {
+            "ops": {op: {"config": {"checkpoint_id": key}}}}),
+        executor_def=dg.in_process_executor,
+        description=f"Restore one chosen checkpoint of {table}. Its partitions are the kept checkpoints "
+        f"(newest last): pick one in the launchpad and add target_table: {table}_restored to restore "
+        "beside the live table (or replace_live_table: true).",
+    )
+
+
+recovery_log = dg.AssetSpec(
+    RECOVERY_LOG, group_name="recovery", deps=[dg.AssetKey(["recovery", t]) for t in SOURCE_TABLES],
+    description="Recovery log: every restore of every table — when, trigger, table, checkpoint, rows, seconds "
+    "per step, fallbacks and the table kept aside. Reported by each restore; not materialised by hand.",
+)
 assets = [_recovery_asset(table) for table in SOURCE_TABLES]
+jobs = [_restore_job(table) for table in SOURCE_TABLES]

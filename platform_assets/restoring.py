@@ -1,10 +1,12 @@
 """Restore a source table from a checkpoint, as explicit steps (like Litestream's restore):
 
-    verify → load_into_temporary → compare → swap → record
+    verify → load_into_temporary → compare → swap (setting a present table aside) → record
 
 All database work happens in one transaction: until `swap` commits, the live table is untouched and
-the temporary table `<table>__restore_<suffix>` is invisible; any failure rolls both back. When a
-checkpoint fails, the restore falls back to the next older one (unless one was asked for by id).
+the temporary table `<table>__restore_<suffix>` is invisible; any failure rolls both back. A table in
+the way is never dropped: it is renamed aside (when the caller allowed it to be replaced, see
+`platform_assets/safeguard.py`) in that same transaction. When a checkpoint fails, the restore falls
+back to the next older one (unless one was asked for by id).
 """
 
 import datetime as dt
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from platform_assets.safeguard import aside_suffix
 from resources.checkpoint_format import Fingerprint, check_checkpoint_id, schema_from_text
 from resources.checkpoint_store import CheckpointNotFoundError, CheckpointStore
 from resources.identifiers import check_identifier
@@ -36,19 +39,6 @@ class RestorePlan:
     target: str
     candidates: list[str]  # newest first; the first that survives every step wins
     explicit: bool  # a checkpoint was asked for by id: no fallback
-    dry_run: bool = False
-
-    def describe(self, store: CheckpointStore) -> str:
-        lines = [f"restore {self.table} into {self.target} "
-                 f"({'exactly ' + self.candidates[0] if self.explicit else 'newest verified first'})"]
-        for checkpoint_id in self.candidates:
-            m = store.manifest(self.table, checkpoint_id)
-            lines.append(f"  {checkpoint_id}: {m['rows']:,} rows, {len(m['files'])} files, "
-                         f"{sum(f['bytes'] for f in m['files']):,} bytes, "
-                         f"{'encrypted' if m['encryption'] else 'plain'}")
-        lines.append("  steps: verify (full) → load into temporary → compare count/schema/fingerprint → "
-                     "swap atomically → recreate indexes → record audit")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -60,11 +50,11 @@ class RestoreOutcome:
     fingerprint: str
     seconds: dict[str, float]
     failed_attempts: list[dict] = field(default_factory=list)
+    kept_aside: dict | None = None  # the table that was in the way: {"table": its new name, "rows": …}
 
 
 def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None = None,
-                 as_of: dt.datetime | None = None, target_table: str | None = None,
-                 dry_run: bool = False) -> RestorePlan:
+                 as_of: dt.datetime | None = None, target_table: str | None = None) -> RestorePlan:
     check_identifier(table, "table name")
     target = check_identifier(target_table or table, "target table name")
     if checkpoint_id:
@@ -77,16 +67,17 @@ def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None =
         if not candidates:
             when = f" taken at or before {as_of.isoformat()}" if as_of else ""
             raise CheckpointNotFoundError(f"no checkpoint of {table!r}{when} to restore from")
-    return RestorePlan(table, target, candidates, explicit=bool(checkpoint_id), dry_run=dry_run)
+    return RestorePlan(table, target, candidates, explicit=bool(checkpoint_id))
 
 
-def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan,
+def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan, aside: str | None = None,
             log: Callable[[str], None] = print) -> RestoreOutcome:
-    """Try the plan's checkpoints in order until one restores completely."""
+    """Try the plan's checkpoints in order until one restores completely. A table at the target is renamed
+    `aside` in the restore's transaction; without `aside`, a present target fails the restore."""
     failures: list[dict] = []
     for checkpoint_id in plan.candidates:
         try:
-            outcome = restore_one(store, source_db, plan.table, plan.target, checkpoint_id)
+            outcome = restore_one(store, source_db, plan.table, plan.target, checkpoint_id, aside)
         except Exception as exc:  # noqa: BLE001 - any failure of one checkpoint means: try the previous one
             failures.append({"checkpoint_id": checkpoint_id, "error": f"{type(exc).__name__}: {exc}"})
             log(f"checkpoint {checkpoint_id} of {plan.table} could not be restored ({exc}); "
@@ -102,7 +93,7 @@ def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan
 
 
 def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, target: str,
-                checkpoint_id: str) -> RestoreOutcome:
+                checkpoint_id: str, aside: str | None = None) -> RestoreOutcome:
     seconds: dict[str, float] = {}
     lease = store.lease(table, checkpoint_id)
     try:
@@ -111,18 +102,23 @@ def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, t
         definition = TableDefinition(ddl=manifest["source"]["ddl"], indexes=tuple(manifest["source"]["indexes"]))
         temporary = temporary_name(target, checkpoint_id)
         with source_db.transaction() as conn:
-            if target != table and source_db.exists_in(conn, target):
-                raise RestoreError(f"target table {target!r} already exists; choose another name or drop it")
+            _require_room(source_db, conn, target, aside)
             with _timed(seconds, "load"):
                 load_into_temporary(store, source_db, conn, manifest, definition, temporary)
             with _timed(seconds, "compare"):
                 fingerprint = compare(source_db, conn, temporary, manifest)
             with _timed(seconds, "swap"):
-                swap(source_db, conn, temporary, target, definition.indexes_on(table, target))
+                kept = swap(source_db, conn, temporary, target, definition.indexes_on(table, target), aside)
                 conn.commit()
     finally:
         store.release(lease)
-    return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds)
+    return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds, kept_aside=kept)
+
+
+def _require_room(source_db: SourceDatabase, conn, target: str, aside: str | None) -> None:
+    if aside is None and source_db.exists_in(conn, target):
+        raise RestoreError(f"table {target!r} exists and this restore may not replace it; nothing was changed "
+                           "(restore beside it with another target table, or allow replacing it)")
 
 
 def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
@@ -161,8 +157,16 @@ def compare(source_db: SourceDatabase, conn, temporary: str, manifest: dict) -> 
     return fp.hexdigest()
 
 
-def swap(source_db: SourceDatabase, conn, temporary: str, target: str, indexes: list[str]) -> None:
+def swap(source_db: SourceDatabase, conn, temporary: str, target: str, indexes: list[str],
+         aside: str | None = None) -> dict | None:
+    """Set a table at `target` aside (when allowed), then rename `temporary` into its place; returns what was
+    kept aside. Checked again here: a table may have appeared at `target` while the checkpoint loaded."""
+    _require_room(source_db, conn, target, aside)
+    kept = None
+    if aside is not None and source_db.exists_in(conn, target):
+        kept = {"table": aside, "rows": source_db.set_aside(conn, target, aside, aside_suffix(aside))}
     source_db.swap(conn, temporary, target, indexes)
+    return kept
 
 
 def record(store: CheckpointStore, outcome: RestoreOutcome, **context) -> dict:

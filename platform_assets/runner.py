@@ -16,7 +16,7 @@ import dagster as dg
 
 from platform_assets.definitions import asset_checks, assets
 from platform_assets.partitions import daily
-from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
+from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
 
 LAYERS = ("source", "bronze", "silver", "gold", "serving", "reports")
 MEDALLION = dg.AssetSelection.groups(*LAYERS)
@@ -65,6 +65,7 @@ def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-d
         "warehouse": Warehouse(url=f"duckdb:///{root}/warehouse.duckdb"),
         "masker": PiiMasker(key=pii_key),
         "volume": SyntheticVolume(rows_per_day=rows_per_day),
+        "recovery_policy": RecoveryPolicy(),
     }
 
 
@@ -77,11 +78,13 @@ def check_partitions(days: Sequence[str]) -> None:
 
 
 def run_graph(resources: dict, days: Sequence[str], instance: dg.DagsterInstance,
-              selection: str | dg.AssetSelection = MEDALLION, checkpoint: bool = False,
+              selection: str | dg.AssetSelection | None = None, checkpoint: bool = False,
               log_level: str = "INFO") -> GraphSummary:
     """Materialise the daily layers (or `selection`) for each day, in process, adding up what each layer
     did; with `checkpoint`, then take a verified checkpoint of every source table. Console logging stops
-    at `log_level` (INFO: what each asset did, without Dagster's per-step DEBUG events)."""
+    at `log_level` (INFO: what each asset did, without Dagster's per-step DEBUG events). Without a selection,
+    the daily layers: never the recovery assets, which restore tables."""
+    selection = selection or MEDALLION
     check_partitions(days)
     logging = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     summary = GraphSummary(days=list(days))

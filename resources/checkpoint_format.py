@@ -106,20 +106,32 @@ class Fingerprint:
     def update(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
-        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        columns = ", ".join(f'"{i}"' for i in range(table.num_columns))
-        renamed = table.rename_columns([str(i) for i in range(table.num_columns)])
-        self._con.register("rows_in", renamed)
         # 32-bit halves summed as BIGINT stay exact (DuckDB sums UHUGEINT as DOUBLE)
-        high, low = self._con.sql(
-            f"SELECT sum(CAST(h >> 32 AS BIGINT)), sum(CAST(h & 4294967295 AS BIGINT)) "
-            f"FROM (SELECT hash({columns}) AS h FROM rows_in)"
-        ).fetchall()[0]
-        self._con.unregister("rows_in")
+        high, low = _over_row_hashes(self._con, batch, "SELECT sum(CAST(h >> 32 AS BIGINT)), "
+                                     "sum(CAST(h & 4294967295 AS BIGINT)) FROM hashed", lambda r: r.fetchall()[0])
         self._sum = (self._sum + (int(high) << 32) + int(low)) % (1 << 64)
 
     def hexdigest(self) -> str:
         return f"{self._sum:016x}"
+
+
+def row_hashes(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch | pa.Table) -> pa.Array:
+    """The hash of every row of `batch` (UINT64), the same hash the fingerprint adds up."""
+    if batch.num_rows == 0:
+        return pa.array([], pa.uint64())
+    return _over_row_hashes(con, batch, "SELECT h FROM hashed",
+                            lambda r: r.fetch_arrow_table().column(0).combine_chunks())
+
+
+def _over_row_hashes(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch | pa.Table, query: str, fetch):
+    """`fetch` the result of `query` over `hashed(h)`: one hash per row of `batch`, over every column in order."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    columns = ", ".join(f'"{i}"' for i in range(table.num_columns))
+    con.register("rows_in", table.rename_columns([str(i) for i in range(table.num_columns)]))
+    try:
+        return fetch(con.sql(f"WITH hashed AS (SELECT hash({columns}) AS h FROM rows_in) {query}"))
+    finally:
+        con.unregister("rows_in")
 
 
 def fingerprint_of(batches) -> str:

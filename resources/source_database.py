@@ -56,15 +56,24 @@ class TableDefinition:
         """The index statements for `target`; renamed (prefixed) when `target` is not `table`."""
         statements = []
         for ddl in self.indexes:
-            match = _CREATE_INDEX.match(ddl)
-            if not match:
-                raise ValueError(f"cannot read index DDL: {ddl[:80]!r}")
-            unique, index, _, rest = match.groups()
-            index = index.strip('"').split(".")[-1]
+            index = _index_name(ddl)
             name = index if target == table else f"{target}__{index}"[:63]
-            statements.append(f"CREATE {unique or ''}INDEX IF NOT EXISTS {quote(name, 'index name')} "
-                              f"ON {quote(target, 'table name')}{rest}")
+            statements.append(_index_ddl(ddl, name, target))
         return statements
+
+
+def _index_name(ddl: str) -> str:
+    match = _CREATE_INDEX.match(ddl)
+    if not match:
+        raise ValueError(f"cannot read index DDL: {ddl[:80]!r}")
+    return match.group(2).strip('"').split(".")[-1]
+
+
+def _index_ddl(ddl: str, name: str, table: str) -> str:
+    """`ddl` (a CREATE INDEX statement) for index `name` on `table`. No IF NOT EXISTS: an index whose name is
+    taken must fail the restore, never be silently skipped."""
+    unique, _, _, rest = _CREATE_INDEX.match(ddl).groups()
+    return f"CREATE {unique or ''}INDEX {quote(name, 'index name')} ON {quote(table, 'table name')}{rest}"
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -185,12 +194,50 @@ class SourceDatabase(dg.ConfigurableResource):
             yield self._stream(cur, f"SELECT * FROM {quote(table, 'table name')}")
 
     def swap(self, conn: dbapi.Connection, temporary: str, target: str, indexes: Sequence[str]) -> None:
-        """Put `temporary` in the place of `target` and recreate the indexes; atomic at commit."""
+        """Put `temporary` in the place of `target` and recreate the indexes; atomic at commit. Nothing is
+        dropped: `target` must not exist (a table in the way is set aside first), else this fails."""
         with conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {quote(target, 'table name')}")
             cur.execute(f"ALTER TABLE {quote(temporary, 'table name')} RENAME TO {quote(target, 'table name')}")
             for statement in indexes:
                 cur.execute(statement)
+
+    def set_aside(self, conn: dbapi.Connection, table: str, aside: str, suffix: str) -> int:
+        """Rename `table` to `aside` inside the restore's transaction, with its indexes and owned sequences
+        renamed `<name>_<suffix>` so the restored table can take the original names; returns its row count."""
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,20}", suffix):
+            raise ValueError(f"invalid suffix {suffix!r} for renamed indexes: letters, digits and _ only")
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {quote(table, 'table name')}")
+            rows = int(cur.fetchone()[0])
+            cur.execute(f"ALTER TABLE {quote(table, 'table name')} RENAME TO {quote(aside, 'table name')}")
+            if self.kind == "postgres":
+                for kind, name in _owned_relations(conn, aside):
+                    cur.execute(f"ALTER {kind} {_quote_catalog(name)} RENAME TO {quote(_renamed(name, suffix))}")
+            else:  # SQLite cannot rename an index: build it again under the new name
+                cur.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                            "AND sql IS NOT NULL", parameters=[aside])
+                for name, ddl in cur.fetchall():
+                    cur.execute(f"DROP INDEX {_quote_catalog(name)}")
+                    cur.execute(_index_ddl(ddl, _renamed(name, suffix), aside))
+        return rows
+
+    def drop_table(self, table: str) -> None:
+        """Drop one table (retention of tables a restore set aside; restores themselves never drop)."""
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE {quote(table, 'table name')}")
+            conn.commit()
+
+    def newest_commit_time(self, table: str) -> str | None:
+        """When the newest row of `table` was committed, where the database records it (PostgreSQL with
+        `track_commit_timestamp = on`); None when it is not known."""
+        if self.kind != "postgres":
+            return None
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('track_commit_timestamp')")
+            if cur.fetchone()[0] != "on":
+                return None
+            cur.execute(f"SELECT max(pg_xact_commit_timestamp(xmin))::text FROM {quote(table, 'table name')}")
+            return cur.fetchone()[0]
 
     def exists_in(self, conn: dbapi.Connection, table: str) -> bool:
         return _table_exists(conn, self.kind, check_identifier(table, "table name"))
@@ -217,6 +264,25 @@ class SourceDatabase(dg.ConfigurableResource):
 def _quote_catalog(name: str) -> str:
     """Quote a column name read from the database's own catalogue (may hold any character)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _renamed(name: str, suffix: str) -> str:
+    return f"{name[:62 - len(suffix)]}_{suffix}"
+
+
+def _owned_relations(conn: dbapi.Connection, table: str) -> list[tuple[str, str]]:
+    """PostgreSQL objects named in the schema's namespace that belong to `table`: its indexes (including
+    those behind PRIMARY KEY and UNIQUE constraints) and the sequences its columns own (serial, identity)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT 'INDEX', i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = current_schema() AND t.relname = $1 "
+            "UNION ALL SELECT 'SEQUENCE', s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid "
+            "JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') AND n.nspname = current_schema() AND t.relname = $1",
+            parameters=[table])
+        return [(kind, name) for kind, name in cur.fetchall()]
 
 
 def _table_exists(conn: dbapi.Connection, kind: str, table: str) -> bool:

@@ -8,45 +8,29 @@ table dropped again after being restored is a new loss (n + 1) and is restored a
 
 import datetime as dt
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dagster as dg
 
-from resources import CheckpointStore, SourceDatabase
+from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 
 MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost
 
 
-@dataclass(frozen=True)
-class WatchSettings:
-    interval_seconds: int = 5
-    shrink_alert_share: float = 0.5  # present but below this share of the newest checkpoint's rows: alert
-    restore_on_shrink: bool = False  # … and restore automatically only when this is set
+def build_source_watch(tables: Sequence[str], job, policy: RecoveryPolicy | None = None) -> dg.SensorDefinition:
+    policy = policy or RecoveryPolicy()
 
-    @classmethod
-    def from_env(cls) -> "WatchSettings":
-        return cls(
-            interval_seconds=int(os.environ.get("AEGIS_WATCH_INTERVAL_SECONDS", cls.interval_seconds)),
-            shrink_alert_share=float(os.environ.get("AEGIS_SHRINK_ALERT_SHARE", cls.shrink_alert_share)),
-            restore_on_shrink=os.environ.get("AEGIS_RESTORE_ON_SHRINK", "false").lower() in ("1", "true", "yes"),
-        )
-
-
-def build_source_watch(tables: Sequence[str], job,
-                       settings: WatchSettings = WatchSettings()) -> dg.SensorDefinition:
     @dg.sensor(
         name="source_table_watch",
         job=job,
         # The daemon evaluates sensors in a 5-second loop. A minimum interval equal to the loop period is
         # missed whenever a loop starts a moment early, doubling the gap; one second less makes every due
         # loop evaluate the sensor, so tables are checked every `interval_seconds`.
-        minimum_interval_seconds=max(1, settings.interval_seconds - 1),
+        minimum_interval_seconds=max(1, policy.watch_interval_seconds - 1),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Every {settings.interval_seconds} s: restore a protected source table that disappeared; "
-        f"alert when one shrinks below {settings.shrink_alert_share:.0%} of its newest checkpoint"
-        + (" (and restore it)." if settings.restore_on_shrink else "."),
+        description=f"Every {policy.watch_interval_seconds} s: restore a protected source table that disappeared; "
+        f"alert when one shrinks below {policy.shrink_alert_share:.0%} of its newest checkpoint"
+        + (" (and restore it)." if policy.restore_on_shrink else "."),
     )
     def source_table_watch(context: dg.SensorEvaluationContext, source_db: SourceDatabase,
                            checkpoints: CheckpointStore) -> dg.SensorResult | dg.SkipReason:
@@ -71,14 +55,15 @@ def build_source_watch(tables: Sequence[str], job,
                     notes.append(f"{table}: missing, restore requested")
             else:
                 rows = source_db.count(table)
-                expected = checkpoints.manifest(table, ids[-1])["rows"]
-                if expected and rows < settings.shrink_alert_share * expected:
+                newest = checkpoints.newest_manifest(table)
+                expected = newest["rows"] if newest else 0
+                if policy.is_shrunk(rows, expected):
                     if state["state"] != "shrunk":
                         state.update(state="shrunk", shrinks=state["shrinks"] + 1, detected_at=now, retries=0)
                         context.log.error(f"ALERT: {table} holds {rows:,} rows, below "
-                                          f"{settings.shrink_alert_share:.0%} of its newest checkpoint "
+                                          f"{policy.shrink_alert_share:.0%} of its newest checkpoint "
                                           f"({expected:,} rows)")
-                    if settings.restore_on_shrink:
+                    if policy.restore_on_shrink:
                         key = f"restore-{table}-shrink-{state['shrinks']}"
                         if state.get("requested") != key:
                             state["requested"] = key

@@ -16,7 +16,15 @@ import pytest
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from platform_assets.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
-from resources import CheckpointStore, Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse  # noqa: E402
+from resources import (  # noqa: E402
+    CheckpointStore,
+    Lake,
+    PiiMasker,
+    RecoveryPolicy,
+    SourceDatabase,
+    SyntheticVolume,
+    Warehouse,
+)
 
 PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PII_KEY = "test-secret-pii-key"
@@ -35,6 +43,22 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex((host, port)) == 0
+
+
+def rows_as_stored(db: SourceDatabase, table: str) -> list:
+    """Every row of `table` as the database itself holds it, never through Aegis's Arrow reader: SQLite through
+    the standard library (each value with its storage class), PostgreSQL as `t::text`. Sorted."""
+    if db.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(db.parsed.location) as conn:
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+        return sorted(rows, key=repr)
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(db.parsed.location) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT t::text FROM "{table}" t ORDER BY 1')
+        return [r[0] for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -209,6 +233,7 @@ def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
         "warehouse": Warehouse(url=make_pg_database("serving")),
         "masker": PiiMasker(key=PII_KEY),
         "volume": SyntheticVolume(rows_per_day=ROWS),
+        "recovery_policy": RecoveryPolicy(),
     }
     with dg.instance_for_test() as instance:
         summary = run_graph(resources, DAYS, instance)

@@ -17,6 +17,7 @@ import pytest
 from platform_assets import restoring
 from platform_assets.generators import generate
 from platform_assets.restoring import RestoreFailedError, plan_restore, restore
+from platform_assets.safeguard import aside_name
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, Lake, SourceDatabase
 from resources.checkpoint_format import CheckpointKeyError, InvalidCheckpointIdError, fingerprint_of
@@ -185,10 +186,11 @@ def test_an_exception_in_the_middle_of_a_restore_leaves_the_live_table_untouched
         raise RuntimeError(f"power cut during {failing_step}")  # … and then everything fails
 
     monkeypatch.setattr(restoring, failing_step, explode)
-    with pytest.raises(RestoreFailedError, match="power cut"):
-        restore(store, db, plan_restore(store, "sales"))
+    with pytest.raises(RestoreFailedError, match="power cut"):  # allowed to replace: the live table goes aside …
+        restore(store, db, plan_restore(store, "sales"), aside=aside_name("sales", dt.datetime.now(dt.UTC)))
     assert snapshot(db, "sales") == state_b, "the live table is exactly as it was"
     assert not [t for t in db.tables() if "__restore_" in t], "the temporary table is gone"
+    assert not [t for t in db.tables() if "__replaced_" in t], "… and is back in place, not left aside"
 
 
 def test_a_failing_restore_on_postgres_leaves_the_live_table_untouched(make_pg_database, tmp_path, monkeypatch):
@@ -204,9 +206,9 @@ def test_a_failing_restore_on_postgres_leaves_the_live_table_untouched(make_pg_d
 
     monkeypatch.setattr(restoring, "swap", explode)
     with pytest.raises(RestoreFailedError, match="disk full"):
-        restore(store, db, plan_restore(store, "sales"))
+        restore(store, db, plan_restore(store, "sales"), aside=aside_name("sales", dt.datetime.now(dt.UTC)))
     assert snapshot(db, "sales") == live
-    assert not [t for t in db.tables() if "__restore_" in t]
+    assert not [t for t in db.tables() if "__restore_" in t or "__replaced_" in t]
 
 
 def test_a_large_table_is_split_into_parts_that_restore_to_the_same_rows(tmp_path):

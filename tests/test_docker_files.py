@@ -44,8 +44,7 @@ def test_every_variable_the_code_reads_is_set_for_the_platform_containers():
     missing = variables_read_by_the_code() - set(environment)
     assert not missing, f"read by the code but not set in docker-compose.yml: {sorted(missing)}"
     run_env = set(INSTANCE["run_launcher"]["config"]["env_vars"])
-    needed_by_runs = {v for v in variables_read_by_the_code() if v in environment} - {
-        "AEGIS_WATCH_INTERVAL_SECONDS", "AEGIS_SHRINK_ALERT_SHARE", "AEGIS_RESTORE_ON_SHRINK"}  # sensor-only
+    needed_by_runs = {v for v in variables_read_by_the_code() if v in environment}
     assert needed_by_runs <= run_env, f"run containers would miss: {sorted(needed_by_runs - run_env)}"
 
 

@@ -8,9 +8,9 @@ import pytest
 from platform_assets import recovery
 from platform_assets.generators import generate
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, Lake, SourceDatabase
+from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from sensors.jobs import recovery_job
-from sensors.source_watch import WatchSettings, build_source_watch
+from sensors.source_watch import build_source_watch
 
 DAY = "2026-06-01"
 TABLES = ["sales", "customers"]
@@ -29,8 +29,8 @@ def world(tmp_path):
 class Ticker:
     """Evaluates the sensor tick after tick, carrying the cursor as the daemon does."""
 
-    def __init__(self, db, store, instance, settings: WatchSettings | None = None):
-        self.sensor = build_source_watch(TABLES, recovery_job, settings or WatchSettings())
+    def __init__(self, db, store, instance, policy: RecoveryPolicy | None = None):
+        self.sensor = build_source_watch(TABLES, recovery_job, policy or RecoveryPolicy())
         self.db, self.store, self.instance, self.cursor = db, store, instance, None
 
     def tick(self):
@@ -105,9 +105,7 @@ def test_a_failed_restore_run_is_requested_again_while_the_table_stays_lost(worl
     # the restore really runs, and really fails: its only checkpoint is corrupted
     (part,) = (store.lake.filesystem()[1] / Path("checkpoints/sales")).glob("*/part-*.parquet")
     part.write_bytes(part.read_bytes()[:-50])
-    result = dg.materialize(recovery.assets, selection=first.asset_selection, instance=instance,
-                            resources={"source_db": db, "checkpoints": store}, tags=first.tags,
-                            raise_on_error=False)
+    result = run_request(first, db, store, instance)
     assert not result.success
     (retry,) = ticker.tick().run_requests
     assert retry.run_key == "restore-sales-loss-1-retry-1"
@@ -122,7 +120,39 @@ def test_a_shrunken_table_raises_an_alert_and_is_restored_only_when_configured(w
         conn.commit()
     result = Ticker(db, store, instance).tick()
     assert result.run_requests == [] and "sales: shrunk to" in result.skip_message
-    eager = Ticker(db, store, instance, WatchSettings(restore_on_shrink=True))
+    eager = Ticker(db, store, instance, RecoveryPolicy(restore_on_shrink=True))
     assert [r.run_key for r in eager.tick().run_requests] == ["restore-sales-shrink-1"]
     assert eager.tick().run_requests == []
+
+
+def test_a_shrunken_table_restored_by_the_sensor_is_kept_aside_with_every_remaining_row(world):
+    db, store, instance = world
+    manifest = store.write(db, "sales")
+    store.write(db, "customers")
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute('DELETE FROM "sales" WHERE id % 10 <> 0')
+        conn.commit()
+    shrunk = rows_of(db, "sales")
+    (request,) = Ticker(db, store, instance, RecoveryPolicy(restore_on_shrink=True)).tick().run_requests
+    result = run_request(request, db, store, instance, RecoveryPolicy(restore_on_shrink=True))
+    assert result.success
+    assert db.count("sales") == manifest["rows"], "the table is back to its checkpoint"
+    (aside,) = [t for t in db.tables() if t.startswith("sales__replaced_")]
+    assert rows_of(db, aside) == shrunk, "the shrunk table is kept aside, row for row"
+    (entry,) = store.audit_log("sales")
+    assert entry["trigger"] == "source_table_watch" and entry["kept_aside"]["table"] == aside
+    assert entry["kept_aside"]["rows"] == len(shrunk)
+
+
+def rows_of(db, table) -> list:
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT * FROM "{table}" ORDER BY id')
+        return cur.fetchall()
+
+
+def run_request(request, db, store, instance, policy: RecoveryPolicy | None = None):
+    """Run what the sensor requested, as the daemon would: its selection and its tags."""
+    resources = {"source_db": db, "checkpoints": store, "recovery_policy": policy or RecoveryPolicy()}
+    return dg.materialize(recovery.assets, selection=request.asset_selection, instance=instance, tags=request.tags,
+                          resources=resources, raise_on_error=False)
 
