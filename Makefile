@@ -30,10 +30,10 @@ up: install env .dagster_home/dagster.yaml  ## set up and run the platform on th
 	mkdir -p data
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-# the local instance: poll the run queue every second so a sensor-launched restore starts at once
-.dagster_home/dagster.yaml:
+# the local instance (run queue polled every second, short-lived skipped sensor ticks): docker/dagster.local.yaml
+.dagster_home/dagster.yaml: docker/dagster.local.yaml
 	mkdir -p .dagster_home
-	printf 'run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n' > $@
+	cp docker/dagster.local.yaml $@
 
 test: install  ## ruff, then the whole pytest suite
 	$(BIN)/ruff check .

@@ -19,17 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# as `make up` configures it: the run queue is polled every second, not every five
-INSTANCE_YAML = """\
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-telemetry:
-  enabled: false
-"""
+from bench.dagster_server import ROOT, local_home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="aegis-drill-"))
-    home = work / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    home = local_home(work)  # the instance `make up` runs on: the run queue is polled every second
     env = {"DAGSTER_HOME": str(home), "AEGIS_SOURCE_URL": f"sqlite:///{work}/source.db",
            "AEGIS_LAKE_URL": f"file://{work}/lake", "AEGIS_WAREHOUSE_URL": f"duckdb:///{work}/warehouse.duckdb",
            "AEGIS_PII_KEY": "dev-only-drill", "AEGIS_ROWS_PER_DAY": str(args.rows),
