@@ -42,7 +42,8 @@ def _bronze_asset(contract: SourceTable) -> dg.AssetsDefinition:
         group_name="bronze",
         partitions_def=daily,
         kinds={"parquet"},
-        description=f"Raw `{contract.name}` rows of the day as Parquet (`bronze/{contract.name}/date=…`).",
+        description=f"Bronze: the day's {contract.name} rows exactly as the source holds them, plus when and by "
+        f"which run they were ingested; Parquet in the lake at bronze/{contract.name}/date=YYYY-MM-DD.",
     )
     def _asset(context: dg.AssetExecutionContext, source_db: SourceDatabase, lake: Lake) -> dg.MaterializeResult:
         day = context.partition_key

@@ -50,7 +50,7 @@ def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:
         partitions_def=daily,
         kinds={"duckdb", "parquet"},
         freshness_policy=daily_freshness,
-        description=spec.description,
+        description=f"Gold: {spec.description}",
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         day = context.partition_key

@@ -20,7 +20,7 @@ def _serving_asset(spec: GoldTable) -> dg.AssetsDefinition:
         kinds={"duckdb", "postgres"},
         pool="warehouse",
         freshness_policy=daily_freshness,
-        description=f"`gold/{spec.name}` in the warehouse table `serving.{spec.name}` "
+        description=f"Serving: gold/{spec.name} published to the warehouse table serving.{spec.name} "
         + (f"(upsert by {', '.join(spec.key)})." if spec.key else "(the day's rows replaced in one transaction)."),
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:

@@ -12,7 +12,7 @@ from resources import Lake, PiiMasker
 
 def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
     name = contract.name
-    clean_key, quarantine_key = dg.AssetKey(["silver", name]), dg.AssetKey(["silver", "quarantine", name])
+    clean_key, quarantine_key = dg.AssetKey(["silver", name]), dg.AssetKey(["silver", f"{name}_quarantine"])
     bronze_key = dg.AssetKey(["bronze", name])
 
     @dg.multi_asset(
@@ -20,9 +20,10 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
         partitions_def=daily,
         specs=[
             dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
-                         description=f"`{name}` typed to its contract, one row per key, PII masked."),
+                         description=f"Silver: {name} typed to its contract, one row per key, PII masked."),
             dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
-                         description=f"`{name}` rows that break the contract, with a `_reason` (PII masked)."),
+                         description=f"Quarantine: the {name} rows that break the contract, each with its "
+                         "reason (PII masked); in the lake at silver/quarantine."),
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake, masker: PiiMasker):

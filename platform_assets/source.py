@@ -16,7 +16,7 @@ def _source_asset(contract: SourceTable) -> dg.AssetsDefinition:
         group_name="source",
         partitions_def=daily,
         kinds={"python"},
-        description=f"Synthetic `{contract.name}` rows for the day, written into the source database "
+        description=f"Source: the day's synthetic {contract.name} rows, written into the source database "
         "(re-running a day replaces its rows, never duplicates them).",
     )
     def _asset(context: dg.AssetExecutionContext, source_db: SourceDatabase,

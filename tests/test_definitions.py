@@ -35,8 +35,9 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
         assert node.description, f"{key.to_user_string()} needs a description for the UI"
     assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery"}
     for layer in ("checkpoints", "recovery"):
-        assert sorted(k.path[1] for k in groups[layer]) == sorted(SOURCE_TABLES)
-    assert dg.AssetKey(["silver", "quarantine", "sales"]) in groups["silver"]
+        assert sorted(k.path[1] for k in groups[layer] if len(k.path) == 2) == sorted(SOURCE_TABLES)
+    assert dg.AssetKey(["silver", "sales_quarantine"]) in groups["silver"]
+    assert dg.AssetKey("recovery_log") in groups["recovery"]
 
 
 def test_every_asset_depends_on_the_layer_before_it():
@@ -92,7 +93,7 @@ def test_every_daily_asset_but_source_and_reports_is_guarded_by_blocking_checks_
                 "gold": {"expectations", "totals_match_silver"}, "serving": {"matches_gold"}}
     for key in graph.get_all_asset_keys():
         layer = key.path[0]
-        if layer in expected and key.path[1] != "quarantine":
+        if layer in expected and not key.path[-1].endswith("_quarantine"):
             assert by_asset[key] == {(name, True, True) for name in expected[layer]}, key
 
 
@@ -113,3 +114,34 @@ def test_the_source_watch_sensor_starts_running_and_targets_the_recovery_job():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.job_name == "recovery_job"
     assert sensor.minimum_interval_seconds <= 5
+
+
+def test_graph_labels_are_unambiguous_within_each_group_and_descriptions_say_the_role_in_plain_text():
+    """The lineage graph labels a node with the last part of its key and the first line of its description;
+    several UI lists print descriptions as they are, so they hold no markdown backticks."""
+    graph = defs.resolve_asset_graph()
+    labels: dict = {}
+    roles = {"source": "Source:", "bronze": "Bronze:", "gold": "Gold:", "serving": "Serving:", "reports": "Report:",
+             "checkpoints": "Checkpoint:", "recovery": "Restore:"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        labels.setdefault(node.group_name, []).append(key.path[-1])
+        assert "`" not in node.description, key
+        if key.path[0] in roles:
+            assert node.description.startswith(roles[key.path[0]]), key
+        elif key.path[0] == "silver":
+            assert node.description.startswith("Quarantine:" if key.path[-1].endswith("_quarantine") else "Silver:")
+    for group, names in labels.items():
+        assert len(names) == len(set(names)), f"two nodes of {group} would show the same label"
+    for key in graph.asset_check_keys:
+        assert "`" not in (graph.get_check_spec(key).description or ""), key
+    for job in defs.jobs:
+        assert "`" not in (job.description or ""), job.name
+
+
+def test_every_run_executes_in_process_and_each_table_has_a_restore_job_over_its_checkpoints():
+    assert defs.executor == dg.in_process_executor, "a process per step made a day from the UI take minutes"
+    for table in SOURCE_TABLES:
+        job = defs.resolve_job_def(f"restore_{table}")
+        assert job.partitions_def == dg.DynamicPartitionsDefinition(name=f"checkpoints_{table}")
+        assert job.asset_layer.selected_asset_keys == {dg.AssetKey(["recovery", table])}

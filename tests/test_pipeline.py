@@ -114,3 +114,5 @@ def test_reports_are_written_and_name_the_worst_server(world: World):
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     meta = latest_metadata(world, ["reports", "executive_dashboard"], day)
     assert "data:image/png;base64," in meta["dashboard"]
+    assert "dagster/row_count" not in meta, "a picture has no row count"
+    assert meta["servers"] == len(world.lake.read_partition("gold", "server_latency_daily", day))

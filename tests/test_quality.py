@@ -70,6 +70,11 @@ def test_bad_rows_fail_the_silver_suite_are_quarantined_and_block_only_their_dow
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert expectation in check.metadata["summary"].value, check.metadata["summary"].value
     assert not failures, f"only the silver suite of {table} may fail: {list(failures)}"
+    sections = {name: {r.data["expectation"]: r.data["verdict"] for r in check.metadata[name].value.records}
+                for name in ("arriving rows (bronze typed; up to 2% may break a rule)", "clean rows (silver, strict)")}
+    arriving, clean = sections.values()
+    assert arriving[expectation] == "FAILED (ERROR)", "the failing rule is named in its own section"
+    assert all(v == "passed" for v in clean.values()), "the clean rows meet every rule: quarantine did its job"
 
     done = materialised(result)
     assert f"silver/{table}" in done, "silver still runs and keeps every row"
