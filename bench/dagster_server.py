@@ -31,6 +31,9 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
   ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
 ASSET_NODES = """{ assetNodes { assetKey { path } groupName jobNames
   assetChecksOrError { ... on AssetChecks { checks { name } } } } }"""
+LATEST_MATERIALIZATION = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+  ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
+    ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } } } } }"""
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status creationTime startTime endTime
   stepStats { stepKey startTime endTime status } } } }"""
 
@@ -117,6 +120,24 @@ class DagsterServer:
     def latest_run_id(self) -> str | None:
         runs = self.graphql("{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }")["runsOrError"]
         return runs["results"][0]["runId"] if runs["results"] else None
+
+    def new_run_id(self, before: str | None, timeout: float = 60) -> str:
+        """The run launched since `before` was the newest (e.g. by a click in the UI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.latest_run_id()
+            if latest and latest != before:
+                return latest
+            time.sleep(0.25)
+        raise TimeoutError(f"no run was launched within {timeout} s")
+
+    def latest_materialization(self, asset: Sequence[str]) -> dict | None:
+        """The run id and metadata (text and int entries) of the asset's latest materialisation, or None."""
+        found = self.graphql(LATEST_MATERIALIZATION, {"path": list(asset)})["assetOrError"]["assetMaterializations"]
+        if not found:
+            return None
+        metadata = {e["label"]: e.get("text", e.get("intValue")) for e in found[0]["metadataEntries"]}
+        return {"run_id": found[0]["runId"], "metadata": metadata}
 
 
 def free_port() -> int:

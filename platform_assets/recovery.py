@@ -42,19 +42,21 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def recovery_log_table(entries: list[dict]) -> dg.TableMetadataValue:
-    """Restores as a table the UI shows whole: when, how, what, how long each step took, what was kept aside."""
-    columns = [("when (UTC)", "string"), ("trigger", "string"), ("table", "string"), ("restored into", "string"),
-               ("checkpoint", "string"), ("rows", "int"), ("seconds per step", "string"), ("fallbacks", "int"),
+    """Restores as a table the UI shows whole (narrow columns; the cell scrolls sideways for the rest): when,
+    what into what, from which checkpoint, rows, trigger, seconds per step, fallbacks, what was kept aside."""
+    columns = [("when (UTC)", "string"), ("restored", "string"), ("checkpoint", "string"), ("rows", "int"),
+               ("trigger", "string"), ("seconds: verify/load/compare/swap", "string"), ("fallbacks", "int"),
                ("kept aside", "string")]
     records = []
     for e in entries:
         aside = e.get("kept_aside")
         records.append(dg.TableRecord({
-            "when (UTC)": e["at"][:19].replace("T", " "), "trigger": e.get("trigger", "manual"), "table": e["table"],
-            "restored into": e["target"], "checkpoint": e["checkpoint_id"], "rows": e["rows"],
-            "seconds per step": " · ".join(f"{step} {s:.2f}" for step, s in e["seconds"].items()),
+            "when (UTC)": e["at"][5:19].replace("T", " "),
+            "restored": e["table"] if e["target"] == e["table"] else f"{e['table']} → {e['target']}",
+            "checkpoint": e["checkpoint_id"], "rows": e["rows"], "trigger": e.get("trigger", "manual"),
+            "seconds: verify/load/compare/swap": "/".join(f"{s:.2f}" for s in e["seconds"].values()),
             "fallbacks": len(e["failed_attempts"]),
-            "kept aside": f"{aside['table']} ({aside['rows']:,} rows, until {aside['keep_until'][:16]})"
+            "kept aside": f"{aside['table']} ({aside['rows']:,} rows, until {aside['keep_until'][5:16]})"
             if aside else "",
         }))
     return dg.MetadataValue.table(records, schema=dg.TableSchema(

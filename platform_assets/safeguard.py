@@ -115,12 +115,15 @@ def multiset_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 
 def refusal_message(table: str, target: str, verdict: Verdict, checkpoint_id: str, checkpoint_rows: int,
                     loss: Loss | None, policy: RecoveryPolicy) -> str:
-    lines = [f"Refused to restore {table} over {target}: {verdict.reason}. Nothing was changed."]
+    into = "" if target == table else f" into {target}"
+    lines = [f"Refused to restore {table}{into}: {verdict.reason}. Nothing was changed."]
     if loss is not None:
         lines.append(f"{target} holds {loss.live_rows:,} rows now; checkpoint {checkpoint_id} holds "
                      f"{checkpoint_rows:,}.")
         if loss.columns_differ:
             lines.append(f"Its columns differ from the checkpoint's: all {loss.live_rows:,} rows would be replaced.")
+        elif loss.only_live == loss.only_checkpoint == 0:
+            lines.append("It holds exactly the checkpoint's rows: a restore would change nothing.")
         else:
             lines.append(f"Replacing it would discard {loss.only_live:,} row(s) the checkpoint does not hold "
                          f"(written or changed since) and bring back {loss.only_checkpoint:,} row(s) deleted "

@@ -61,6 +61,46 @@ def rows_as_stored(db: SourceDatabase, table: str) -> list:
         return [r[0] for r in cur.fetchall()]
 
 
+# ---------------------------------------------------------------- Chromium
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # this machine has no network beyond loopback
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+class Browser:
+    """A Chromium page on the Dagster UI, as a user sees it (Playwright, Debian's Chromium)."""
+
+    def __init__(self, page, base_url: str) -> None:
+        self.page, self.base_url, self._welcomed = page, base_url, False
+
+    def open(self, path: str):
+        self.page.goto(f"{self.base_url}{path}")
+        if not self._welcomed:  # the community dialog of a first visit
+            self.page.get_by_role("button", name="Skip").click(timeout=30_000)
+            self._welcomed = True
+        return self.page
+
+    def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium; fails under CI=true when Debian's chromium is missing, skips elsewhere."""
+    if not os.path.exists(CHROMIUM):
+        unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 # ---------------------------------------------------------------- PostgreSQL
 
 

@@ -130,7 +130,7 @@ def test_replace_live_table_restores_and_keeps_the_replaced_table_listed_in_the_
     (row,) = meta["recovery_log"].records
     assert row.data["kept aside"].startswith(f"{aside} ({len(live):,} rows, until")
     across = metadata(result, recovery.RECOVERY_LOG)["restores"].records
-    assert [r.data["table"] for r in across] == ["sales"] and across[0].data["kept aside"] == row.data["kept aside"]
+    assert [r.data["restored"] for r in across] == ["sales"] and across[0].data["kept aside"] == row.data["kept aside"]
 
 
 def test_a_table_shrunk_below_the_alert_share_is_restored_by_hand_and_kept_aside(sqlite_world):
