@@ -3,7 +3,9 @@
 Each tick asks the database which protected tables exist (one query) and compares row counts with
 the newest checkpoint. The cursor remembers, per table, its state and how many losses were seen, so
 the run key `restore-<table>-loss-<n>` makes repeated ticks over one loss launch one restore, while a
-table dropped again after being restored is a new loss (n + 1) and is restored again.
+table dropped again after being restored is a new loss (n + 1) and is restored again. A table that shrank
+below the policy's alert share raises an alert, and is restored only with AEGIS_RESTORE_ON_SHRINK: the
+restore then keeps the shrunk table aside (`recovery/<table>` never drops a table it replaces).
 """
 
 import datetime as dt
