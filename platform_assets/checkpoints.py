@@ -71,8 +71,8 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
         with stopwatch() as clock:
             manifest = checkpoints.write(source_db, table)
         keep_within = dt.timedelta(days=config.keep_days)
-        expired = checkpoints.apply_retention(table, config.keep_last, keep_within, dry_run=False)
         reasons = checkpoints.retention(table, config.keep_last, keep_within)
+        expired = checkpoints.expire(table, reasons)
         sync_partitions(context.instance, table, [i for i, reason in reasons.items() if reason])
         orphans = checkpoints.collect_garbage(table, dry_run=not config.collect_garbage)
         if orphans:

@@ -46,10 +46,14 @@ class CheckpointHousekeeping:
         """Delete checkpoints beyond the newest `keep_last` and older than `keep_within`; returns them.
 
         Never deletes the newest verified checkpoint, nor one a restore is reading."""
-        doomed = [i for i, reason in self.retention(table, keep_last, keep_within, now).items() if reason is None]
-        if not dry_run:
-            for checkpoint_id in doomed:
-                self._delete_dir(self._dir(table, checkpoint_id))
+        reasons = self.retention(table, keep_last, keep_within, now)
+        return [i for i, reason in reasons.items() if reason is None] if dry_run else self.expire(table, reasons)
+
+    def expire(self, table: str, reasons: dict[str, str | None]) -> list[str]:
+        """Delete the checkpoints `retention` gave no reason to keep; returns them."""
+        doomed = [checkpoint_id for checkpoint_id, reason in reasons.items() if reason is None]
+        for checkpoint_id in doomed:
+            self._delete_dir(self._dir(table, checkpoint_id))
         return doomed
 
     def collect_garbage(self, table: str, min_age: dt.timedelta = dt.timedelta(hours=1),
