@@ -166,16 +166,17 @@ def _observe(context: dg.AssetExecutionContext, summary: str, **metadata) -> Non
 def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, source_db: SourceDatabase,
             plan: RestorePlan, verdict: Verdict, policy: RecoveryPolicy) -> None:
     """Say what would be lost and how to proceed; fail the run unless this restore was only swept up."""
-    manifest = checkpoints.manifest(plan.table, plan.candidates[0])
+    checkpoint_id, rows, loss = plan.candidates[0], None, None  # the checkpoint the restore would use first
     try:
+        manifest = checkpoints.manifest(plan.table, checkpoint_id)
+        rows = manifest["rows"]
         loss = measure_loss(checkpoints, source_db, plan.table, plan.target, manifest)
     except Exception as exc:  # noqa: BLE001 - the refusal stands; only its detail is missing
-        context.log.warning(f"could not compare {plan.target} with the checkpoint: {exc}")
-        loss = None
-    message = refusal_message(plan.table, plan.target, verdict, manifest["id"], manifest["rows"], loss, policy)
-    metadata = {"checkpoint_id": manifest["id"], "checkpoint_rows": manifest["rows"]}
+        context.log.warning(f"could not compare {plan.target} with checkpoint {checkpoint_id}: {exc}")
+    message = refusal_message(plan.table, plan.target, verdict, checkpoint_id, rows, loss, policy)
+    metadata = {"checkpoint_id": checkpoint_id}
     if loss is not None:
-        metadata.update(live_rows=loss.live_rows, rows_lost_by_replacing=loss.only_live,
+        metadata.update(checkpoint_rows=rows, live_rows=loss.live_rows, rows_lost_by_replacing=loss.only_live,
                         rows_brought_back=loss.only_checkpoint)
     _observe(context, message, **metadata)
     if _swept_up(context):

@@ -113,7 +113,7 @@ def multiset_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return len(a) - common, len(b) - common
 
 
-def refusal_message(table: str, target: str, verdict: Verdict, checkpoint_id: str, checkpoint_rows: int,
+def refusal_message(table: str, target: str, verdict: Verdict, checkpoint_id: str, checkpoint_rows: int | None,
                     loss: Loss | None, policy: RecoveryPolicy) -> str:
     into = "" if target == table else f" into {target}"
     lines = [f"Refused to restore {table}{into}: {verdict.reason}. Nothing was changed."]

@@ -114,6 +114,17 @@ def test_a_restore_over_a_healthy_table_is_refused_and_says_what_would_be_lost_a
     assert observation.asset_observation.metadata["rows_lost_by_replacing"].value == 3
 
 
+def test_a_refusal_stands_and_says_why_even_when_the_checkpoint_is_unreadable(sqlite_world):
+    db, store, instance = sqlite_world
+    checkpoint(db, store, instance)
+    (manifest,) = Path(store.lake.filesystem()[1], "checkpoints/sales").glob("*/manifest.json")
+    manifest.write_text(manifest.read_text().replace('"rows"', '"rowz"', 1))
+    before = rows_as_stored(db, "sales")
+    result = recover(db, store, instance, raise_on_error=False)
+    assert not result.success and "Refused to restore sales" in failure_message(result)
+    assert rows_as_stored(db, "sales") == before
+
+
 def test_replace_live_table_restores_and_keeps_the_replaced_table_listed_in_the_recovery_log(world):
     db, store, instance = world
     checkpoint(db, store, instance)
