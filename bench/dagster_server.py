@@ -60,7 +60,6 @@ def local_home(work: Path) -> Path:
 class DagsterServer:
     url: str
     home: Path
-    env: dict[str, str]
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -173,7 +172,7 @@ def dagster_server(env: dict[str, str], cwd: Path, daemon: bool = True,
                     raise RuntimeError("the webserver did not start: "
                                        + (cwd / "webserver.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
-        yield DagsterServer(url=url, home=Path(env["DAGSTER_HOME"]), env=env)
+        yield DagsterServer(url=url, home=Path(env["DAGSTER_HOME"]))
     finally:
         for process in processes.values():
             _stop(process)

@@ -23,26 +23,29 @@ class CheckpointConfig(dg.Config):
     collect_garbage: bool = False  # delete directories of crashed writes (older than an hour); else only report
 
 
-def kept_checkpoints(store: CheckpointStore, table: str, reasons: dict[str, str | None]) -> dg.TableMetadataValue:
-    """Every checkpoint retention keeps, newest first, as the UI's table."""
+def checkpoint_table(store: CheckpointStore, table: str, ids: list[str],
+                     retention: dict[str, str | None] | None = None) -> dg.TableMetadataValue:
+    """Checkpoints of `table` in the given order as the UI's table: id, time, rows, bytes, encryption, last
+    verification, and (given `retention`) why retention keeps each."""
     records = []
-    for checkpoint_id, reason in reasons.items():
-        if reason is None:
-            continue
+    for checkpoint_id in ids:
         manifest = store.manifest(table, checkpoint_id)
         last = store.last_verification(table, checkpoint_id)
-        records.append(dg.TableRecord({
+        record = {
             "checkpoint": checkpoint_id, "taken (UTC)": manifest["created_at"][:19].replace("T", " "),
             "rows": manifest["rows"], "bytes": sum(f["bytes"] for f in manifest["files"]),
+            "encrypted": bool(manifest["encryption"]),
             "verification": "never verified" if last is None else
             f"{last.level}: {'passed' if last.ok else 'FAILED ' + '; '.join(last.problems)[:120]} "
             f"({last.verified_at[:16].replace('T', ' ')})",
-            "retention": reason,
-        }))
-    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=[
-        dg.TableColumn("checkpoint", "string"), dg.TableColumn("taken (UTC)", "string"),
-        dg.TableColumn("rows", "int"), dg.TableColumn("bytes", "int"), dg.TableColumn("verification", "string"),
-        dg.TableColumn("retention", "string")]))
+        }
+        if retention is not None:
+            record["retention"] = retention[checkpoint_id]
+        records.append(dg.TableRecord(record))
+    columns = [("checkpoint", "string"), ("taken (UTC)", "string"), ("rows", "int"), ("bytes", "int"),
+               ("encrypted", "bool"), ("verification", "string")] + ([("retention", "string")] if retention else [])
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(
+        columns=[dg.TableColumn(name, kind) for name, kind in columns]))
 
 
 def sync_partitions(instance: dg.DagsterInstance, table: str, kept: list[str]) -> None:
@@ -93,7 +96,7 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
                 if manifest["encryption"] else "none"),
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(c["name"], c["type"]) for c in manifest["columns"]]),
-            "kept_checkpoints": kept_checkpoints(checkpoints, table, reasons),
+            "kept_checkpoints": checkpoint_table(checkpoints, table, [i for i, r in reasons.items() if r], reasons),
             "expired_by_retention": dg.MetadataValue.int(len(expired)),
             "orphans": dg.MetadataValue.int(len(orphans)),
             "replaced_tables_kept": dg.MetadataValue.json(kept_aside),

@@ -15,6 +15,7 @@ import datetime as dt
 
 import dagster as dg
 
+from platform_assets.checkpoints import checkpoint_table
 from platform_assets.partitions import checkpoint_partitions
 from platform_assets.restoring import RestorePlan, plan_restore, record, restore
 from platform_assets.safeguard import Verdict, aside_name, judge, measure_loss, refusal_message
@@ -63,24 +64,6 @@ def recovery_log_table(entries: list[dict]) -> dg.TableMetadataValue:
         columns=[dg.TableColumn(name, kind) for name, kind in columns]))
 
 
-def _plan_table(store: CheckpointStore, plan: RestorePlan) -> dg.TableMetadataValue:
-    records = []
-    for checkpoint_id in plan.candidates:
-        m = store.manifest(plan.table, checkpoint_id)
-        last = store.last_verification(plan.table, checkpoint_id)
-        records.append(dg.TableRecord({
-            "order": len(records) + 1, "checkpoint": checkpoint_id, "taken (UTC)": m["created_at"][:19],
-            "rows": m["rows"], "bytes": sum(f["bytes"] for f in m["files"]),
-            "encrypted": bool(m["encryption"]),
-            "last verification": "never" if last is None else
-            f"{last.level} {'passed' if last.ok else 'FAILED'} {last.verified_at[:19]}",
-        }))
-    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=[
-        dg.TableColumn("order", "int"), dg.TableColumn("checkpoint", "string"),
-        dg.TableColumn("taken (UTC)", "string"), dg.TableColumn("rows", "int"), dg.TableColumn("bytes", "int"),
-        dg.TableColumn("encrypted", "bool"), dg.TableColumn("last verification", "string")]))
-
-
 def _swept_up(context: dg.AssetExecutionContext) -> bool:
     """Was this restore launched along with other layers (select everything → Materialize)? Then a refusal
     skips it with the reason instead of failing the platform's run."""
@@ -114,7 +97,7 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
                         config.replace_live_table)
         if config.dry_run:
             _observe(context, f"dry run: would {verdict.action} {plan.target} ({verdict.reason})",
-                     plan=_plan_table(checkpoints, plan))
+                     plan=checkpoint_table(checkpoints, table, plan.candidates))
             return
         if verdict.action == "refuse":
             _refuse(context, checkpoints, source_db, plan, verdict, recovery_policy)

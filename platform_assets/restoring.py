@@ -102,7 +102,7 @@ def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, t
         definition = TableDefinition(ddl=manifest["source"]["ddl"], indexes=tuple(manifest["source"]["indexes"]))
         temporary = temporary_name(target, checkpoint_id)
         with source_db.transaction() as conn:
-            _require_room(source_db, conn, target, aside)
+            _present_and_replaceable(source_db, conn, target, aside)
             with _timed(seconds, "load"):
                 load_into_temporary(store, source_db, conn, manifest, definition, temporary)
             with _timed(seconds, "compare"):
@@ -115,10 +115,13 @@ def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, t
     return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds, kept_aside=kept)
 
 
-def _require_room(source_db: SourceDatabase, conn, target: str, aside: str | None) -> None:
-    if aside is None and source_db.exists_in(conn, target):
+def _present_and_replaceable(source_db: SourceDatabase, conn, target: str, aside: str | None) -> bool:
+    """Whether a table is at `target`; one there that this restore may not replace (no `aside`) fails it."""
+    present = source_db.exists_in(conn, target)
+    if present and aside is None:
         raise RestoreError(f"table {target!r} exists and this restore may not replace it; nothing was changed "
                            "(restore beside it with another target table, or allow replacing it)")
+    return present
 
 
 def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
@@ -161,9 +164,8 @@ def swap(source_db: SourceDatabase, conn, temporary: str, target: str, indexes: 
          aside: str | None = None) -> dict | None:
     """Set a table at `target` aside (when allowed), then rename `temporary` into its place; returns what was
     kept aside. Checked again here: a table may have appeared at `target` while the checkpoint loaded."""
-    _require_room(source_db, conn, target, aside)
     kept = None
-    if aside is not None and source_db.exists_in(conn, target):
+    if _present_and_replaceable(source_db, conn, target, aside):
         kept = {"table": aside, "rows": source_db.set_aside(conn, target, aside, aside_suffix(aside))}
     source_db.swap(conn, temporary, target, indexes)
     return kept
