@@ -92,11 +92,12 @@ def measure_loss(store: CheckpointStore, source_db: SourceDatabase, table: str, 
         row_hashes(con, batch).to_numpy() for batch in store.read_batches(table, manifest["id"], manifest)])
     live_hashes = [np.zeros(0, np.uint64)]
     with source_db.read_table(target) as reader:
-        columns_differ = reader.schema.names != [c["name"] for c in manifest["columns"]]
+        columns_differ = [(f.name, str(f.type)) for f in reader.schema] != [(c["name"], c["type"])
+                                                                         for c in manifest["columns"]]
         for batch in reader:
             live_hashes.append(row_hashes(con, batch).to_numpy())
     live = np.concatenate(live_hashes)
-    if columns_differ:  # no row can match: every live row would go, every checkpoint row comes back
+    if columns_differ:  # renamed, added or retyped columns: no row can match, every row would be replaced
         return Loss(len(live), len(live), len(checkpoint_hashes), source_db.newest_commit_time(target), True)
     only_live, only_checkpoint = multiset_difference(live, checkpoint_hashes)
     return Loss(len(live), only_live, only_checkpoint, source_db.newest_commit_time(target))
@@ -121,7 +122,8 @@ def refusal_message(table: str, target: str, verdict: Verdict, checkpoint_id: st
         lines.append(f"{target} holds {loss.live_rows:,} rows now; checkpoint {checkpoint_id} holds "
                      f"{checkpoint_rows:,}.")
         if loss.columns_differ:
-            lines.append(f"Its columns differ from the checkpoint's: all {loss.live_rows:,} rows would be replaced.")
+            lines.append(f"Its columns (names or types) differ from the checkpoint's: all {loss.live_rows:,} "
+                         "rows would be replaced.")
         elif loss.only_live == loss.only_checkpoint == 0:
             lines.append("It holds exactly the checkpoint's rows: a restore would change nothing.")
         else:

@@ -133,6 +133,15 @@ def test_what_replacing_would_lose_is_counted_row_by_row_against_the_checkpoint(
     assert not loss.columns_differ
 
 
+def test_a_retyped_column_makes_every_row_count_as_replaced(make_pg_database, store):
+    db = SourceDatabase(url=make_pg_database("retyped"))
+    fill(db, tables=["sales"])
+    manifest = store.write(db, "sales")
+    execute(db, 'ALTER TABLE "sales" ALTER COLUMN quantity TYPE text')  # same names, same values as text
+    loss = measure_loss(store, db, "sales", "sales", manifest)
+    assert loss.columns_differ and loss.only_live == loss.live_rows == manifest["rows"]
+
+
 def test_multiset_difference_counts_repeated_rows():
     a = np.array([1, 1, 2, 3, 3, 3], dtype=np.uint64)
     b = np.array([1, 2, 2, 3, 4], dtype=np.uint64)
