@@ -55,9 +55,20 @@ def sqlalchemy_url(db: SourceDatabase) -> str:
 # ---------------------------------------------------------------- checkpoint
 
 
-def ours_checkpoint(db: SourceDatabase, store: CheckpointStore) -> tuple[Produced, str]:
+def source_schema(db: SourceDatabase) -> pa.Schema:
+    """The table's columns as the driver reads them: what both sides' outputs are compared in."""
+    with db.read_table(TABLE) as reader:
+        return pa.schema([pa.field(f.name, f.type) for f in reader.schema])
+
+
+def ours_checkpoint(db: SourceDatabase, store: CheckpointStore, schema: pa.Schema | None = None
+                    ) -> tuple[Produced, str]:
+    """A checkpoint, read back like the baseline's file: the table's columns (without the rowid an exact
+    SQLite checkpoint also carries), fingerprinted in the comparison schema."""
     manifest = store.write(db, TABLE)
-    return Produced(manifest["rows"], manifest["fingerprint"]["value"]), manifest["id"]
+    schema = schema or source_schema(db)
+    batches = [_cast(b, schema) for b in store.read_batches(TABLE, manifest["id"], manifest)]
+    return Produced(manifest["rows"], fingerprint_of(batches)), manifest["id"]
 
 
 def baseline_checkpoint(db: SourceDatabase, path: Path, schema: pa.Schema) -> Produced:
@@ -79,10 +90,11 @@ def baseline_checkpoint(db: SourceDatabase, path: Path, schema: pa.Schema) -> Pr
 # ---------------------------------------------------------------- restore
 
 
-def ours_restore(db: SourceDatabase, store: CheckpointStore, checkpoint_id: str, target: str) -> Produced:
+def ours_restore(db: SourceDatabase, store: CheckpointStore, checkpoint_id: str, target: str,
+                 schema: pa.Schema) -> Produced:
     plan = plan_restore(store, TABLE, checkpoint_id, target_table=target)
-    outcome = restore_one(store, db, plan.table, plan.target, checkpoint_id)
-    return Produced(outcome.rows, outcome.fingerprint)
+    restore_one(store, db, plan.table, plan.target, checkpoint_id)
+    return table_fingerprint(db, target, schema)
 
 
 def baseline_restore(db: SourceDatabase, parquet: Path, target: str, schema: pa.Schema) -> Produced:

@@ -21,7 +21,6 @@ from pathlib import Path
 from bench import cases
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, Lake
-from resources.checkpoint_format import schema_from_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("AEGIS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -81,11 +80,11 @@ def drop_pg_database(url: str) -> None:
 def checkpoint_and_restore(kind: str, url: str, rows: int, repeat: int, work: Path) -> list[dict]:
     db = cases.build_source(url, rows)
     store = CheckpointStore(lake=Lake(url=f"file://{work}/lake-{kind}-{rows}"), encryption_key="")
-    first, checkpoint_id = cases.ours_checkpoint(db, store)
-    schema = schema_from_text(store.manifest(cases.TABLE, checkpoint_id)["schema"])
+    schema = cases.source_schema(db)
+    first, checkpoint_id = cases.ours_checkpoint(db, store, schema)
     parquet = work / f"baseline-{kind}-{rows}.parquet"
     results = [compare(f"checkpoint, {kind} source", rows, repeat,
-                       lambda: cases.ours_checkpoint(db, store)[0],
+                       lambda: cases.ours_checkpoint(db, store, schema)[0],
                        lambda: cases.baseline_checkpoint(db, parquet, schema))]
     targets = ("restored_ours", "restored_pandas")
 
@@ -94,7 +93,7 @@ def checkpoint_and_restore(kind: str, url: str, rows: int, repeat: int, work: Pa
             cases.drop(db, target)
 
     results.append(compare(f"restore into {kind}", rows, repeat,
-                           lambda: cases.ours_restore(db, store, checkpoint_id, targets[0]),
+                           lambda: cases.ours_restore(db, store, checkpoint_id, targets[0], schema),
                            lambda: cases.baseline_restore(db, parquet, targets[1], schema), reset))
     reset()
     return results

@@ -1,4 +1,4 @@
-"""checkpoints/<table>: a verified backup of each source table, every hour (RPO < 1 h).
+"""checkpoints/<table>: an exact, verified backup of each protected table, every hour (RPO < 1 h).
 
 Each materialisation takes a checkpoint, applies retention, lists every kept checkpoint (time, rows,
 bytes, last verification, why retention keeps it) and keeps the `restore_<table>` job's partitions — one
@@ -12,9 +12,11 @@ import dagster as dg
 
 from platform_assets.metadata import stopwatch
 from platform_assets.partitions import checkpoint_partitions
+from platform_assets.protected import PROTECTED
 from platform_assets.safeguard import asides_of, expired_asides
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.table_refs import TableRef, safe_component
 
 
 class CheckpointConfig(dg.Config):
@@ -57,22 +59,25 @@ def sync_partitions(instance: dg.DagsterInstance, table: str, kept: list[str]) -
         instance.delete_dynamic_partition(name, gone)
 
 
-def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["checkpoints", table])
+def _checkpoint_asset(ref: TableRef) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["checkpoints", *ref.key_path])
+    table = ref.id
+    platform_table = ref.schema is None and ref.name in SOURCE_TABLES
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["source", table])],
+        deps=[dg.AssetKey(["source", ref.name])] if platform_table else [],
         group_name="checkpoints",
         kinds={"parquet"},
-        description=f"Checkpoint: a point-in-time copy of the whole {table} table (checksummed Parquet and "
-        "a sealed manifest, optionally encrypted), verified in full by its blocking check. The metadata "
-        f"lists every kept checkpoint; restore one with the restore_{table} job (one partition per checkpoint).",
+        description=f"Checkpoint: an exact point-in-time copy of the whole {ref.label} table — every value with "
+        "its type, every schema object, a fingerprint the database computed (checksummed Parquet and a sealed "
+        "manifest, optionally encrypted), verified in full by its blocking check. The metadata lists every "
+        f"kept checkpoint; restore one with the restore_{ref.flat_id} job (one partition per checkpoint).",
     )
     def _asset(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
                checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy) -> dg.MaterializeResult:
-        with stopwatch() as clock:
-            manifest = checkpoints.write(source_db, table)
+        with stopwatch() as clock, source_db.capture([ref]) as captured:
+            manifest = checkpoints.write_captured(captured[table])
         keep_within = dt.timedelta(days=config.keep_days)
         reasons = checkpoints.retention(table, config.keep_last, keep_within)
         expired = checkpoints.expire(table, reasons)
@@ -81,7 +86,7 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
         if orphans:
             context.log.warning(f"{len(orphans)} unfinished checkpoint(s) of {table} left by crashed writes"
                                 + (" were deleted" if config.collect_garbage else ": run with collect_garbage"))
-        dropped, kept_aside = _expire_replaced_tables(context, source_db, table, recovery_policy)
+        dropped, kept_aside = _expire_replaced_tables(context, source_db, ref, recovery_policy)
         context.log.info(f"checkpoint {manifest['id']} of {table}: {manifest['rows']} rows")
         return dg.MaterializeResult(metadata={
             "checkpoint_id": dg.MetadataValue.text(manifest["id"]),
@@ -95,7 +100,9 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
                 f"{manifest['encryption']['algorithm']} key {manifest['encryption']['key_id']}"
                 if manifest["encryption"] else "none"),
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c["name"], c["type"]) for c in manifest["columns"]]),
+                columns=[dg.TableColumn(c["name"], c["type"], description=f"carried as {c['travel']}")
+                         for c in manifest["columns"]]),
+            "schema_objects": dg.MetadataValue.int(_schema_objects(manifest["source"])),
             "kept_checkpoints": checkpoint_table(checkpoints, table, [i for i, r in reasons.items() if r], reasons),
             "expired_by_retention": dg.MetadataValue.int(len(expired)),
             "orphans": dg.MetadataValue.int(len(orphans)),
@@ -120,23 +127,33 @@ def _checkpoint_asset(table: str) -> dg.AssetsDefinition:
     return [_asset, _verified]
 
 
-def _expire_replaced_tables(context: dg.AssetExecutionContext, source_db: SourceDatabase, table: str,
+def _schema_objects(source: dict) -> int:
+    """How many schema statements (DDL, constraints, indexes, triggers, grants, policies) the checkpoint holds."""
+    objects = source["objects"]
+    if source["kind"] == "postgres":
+        return len(objects["pre_data"]) + len(objects["post_data"]) + len(source["referenced_by"])
+    return 1 + len(objects["indexes"]) + len(objects["triggers"])
+
+
+def _expire_replaced_tables(context: dg.AssetExecutionContext, source_db: SourceDatabase, ref: TableRef,
                             policy: RecoveryPolicy) -> tuple[list[str], list[str]]:
-    """Drop the tables restores set aside from `table` longer ago than the policy keeps them."""
-    tables = source_db.tables()
+    """Drop the tables restores set aside from `ref` longer ago than the policy keeps them."""
+    existing, default = source_db.catalogue()
+    tables = {name for schema, name in existing if schema == (ref.schema or default)}
+    prefix = safe_component(ref.name)
     keep = dt.timedelta(days=policy.keep_replaced_days)
     dropped = []
-    for name in expired_asides(tables, table, keep, dt.datetime.now(dt.UTC)):
+    for name in expired_asides(tables, prefix, keep, dt.datetime.now(dt.UTC)):
         try:
-            source_db.drop_table(name)
+            source_db.drop_table(ref.renamed(name))
         except Exception as exc:  # noqa: BLE001 - e.g. still referenced by a foreign key: keep it, say why
-            context.log.warning(f"could not drop {name}, set aside by a restore of {table}: {exc}")
+            context.log.warning(f"could not drop {name}, set aside by a restore of {ref.label}: {exc}")
             continue
         context.log.info(f"dropped {name}: set aside by a restore more than {policy.keep_replaced_days:g} days ago")
         dropped.append(name)
-    return dropped, [name for name in asides_of(tables, table) if name not in dropped]
+    return dropped, [name for name in asides_of(tables, prefix) if name not in dropped]
 
 
-_built = [_checkpoint_asset(table) for table in SOURCE_TABLES]
+_built = [_checkpoint_asset(ref) for ref in PROTECTED]
 assets = [asset for asset, _ in _built]
 checks = [check for _, check in _built]

@@ -4,7 +4,7 @@ sensors and resources."""
 import dagster as dg
 
 from platform_assets import bronze, checkpoints, gold, quality, recovery, reports, serving, silver, source
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.protected import PROTECTED, RESOLUTION
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, recovery_job
@@ -15,7 +15,8 @@ assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving
           *checkpoints.assets, *recovery.assets, recovery.recovery_log]
 asset_checks = [*quality.checks, *checkpoints.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
-sensors = [build_source_watch(list(SOURCE_TABLES), recovery_job, recovery_policy), build_alert_sensor()]
+sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns),
+           build_alert_sensor()]
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))
 resources = {

@@ -14,6 +14,6 @@ daily_freshness = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=
 
 
 def checkpoint_partitions(table: str) -> dg.DynamicPartitionsDefinition:
-    """The kept checkpoints of `table`, one partition per checkpoint id: the `restore_<table>` job's partitions
-    are the list a user picks a checkpoint from. `checkpoints/<table>` keeps them in step with the store."""
-    return dg.DynamicPartitionsDefinition(name=f"checkpoints_{table}")
+    """The kept checkpoints of table id `table`, one partition per checkpoint id: the `restore_<table>` job's
+    partitions are the list a user picks a checkpoint from. `checkpoints/<table>` keeps them in step."""
+    return dg.DynamicPartitionsDefinition(name=f"checkpoints_{table.replace('/', '__')}")

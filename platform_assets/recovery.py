@@ -17,10 +17,11 @@ import dagster as dg
 
 from platform_assets.checkpoints import checkpoint_table
 from platform_assets.partitions import checkpoint_partitions
+from platform_assets.protected import PROTECTED
 from platform_assets.restoring import RestorePlan, plan_restore, record, restore
-from platform_assets.safeguard import Verdict, aside_name, judge, measure_loss, refusal_message
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.safeguard import PREFIX_LENGTH, Verdict, aside_name, judge, measure_loss, refusal_message
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.table_refs import TableRef, safe_component
 
 RECOVERY_LOG = dg.AssetKey("recovery_log")
 LOG_ROWS = 100
@@ -71,18 +72,22 @@ def _swept_up(context: dg.AssetExecutionContext) -> bool:
     return any(key.path[0] != "recovery" for key in selection)
 
 
-def _recovery_asset(table: str) -> dg.AssetsDefinition:
+def _recovery_asset(ref: TableRef) -> dg.AssetsDefinition:
+    table = ref.id
+
     @dg.asset(
-        key=["recovery", table],
-        deps=[dg.AssetKey(["checkpoints", table])],
+        key=["recovery", *ref.key_path],
+        deps=[dg.AssetKey(["checkpoints", *ref.key_path])],
         group_name="recovery",
         kinds={"sqlite", "postgres"},
         output_required=False,  # a dry run or a skipped refusal materialises nothing
-        description=f"Restore: puts {table} back from a checkpoint, never discarding data (verify, load into a "
-        "temporary table, compare count, schema and fingerprint, swap atomically, audit).\n\n"
+        description=f"Restore: puts {ref.label} back from a checkpoint exactly as it was — values, types, "
+        "constraints, indexes, triggers, grants, policies — never discarding data (verify, create, load, "
+        "compare with the database's own fingerprint, complete the schema, commit once, audit).\n\n"
         "Materialize restores the newest checkpoint that verifies. A present, healthy table is not replaced "
         "unless the run config says replace_live_table: true; a replaced table is kept aside as "
-        f"{table}__replaced_YYYYMMDD_HHMMSS. To pick an older checkpoint, launch the restore_{table} job for its "
+        f"{safe_component(ref.name)[:PREFIX_LENGTH]}__replaced_YYYYMMDD_HHMMSS. To pick an older checkpoint, "
+        f"launch the restore_{ref.flat_id} job for its "
         "partition. Run config: target_table (restore beside it), replace_live_table, dry_run, checkpoint_id, "
         "as_of.",
     )
@@ -91,7 +96,8 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
         started = dt.datetime.now(dt.UTC)
         plan = plan_restore(checkpoints, table, config.checkpoint_id,
                             _parse_time(config.as_of) if config.as_of else None, config.target_table)
-        target_rows = source_db.count(plan.target) if source_db.table_exists(plan.target) else None
+        place = ref.renamed(plan.target)
+        target_rows = source_db.count(place) if source_db.table_exists(place) else None
         newest = checkpoints.newest_manifest(table)
         verdict = judge(table, plan.target, target_rows, newest["rows"] if newest else None, recovery_policy,
                         config.replace_live_table)
@@ -100,10 +106,10 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
                      plan=checkpoint_table(checkpoints, table, plan.candidates))
             return
         if verdict.action == "refuse":
-            _refuse(context, checkpoints, source_db, plan, verdict, recovery_policy)
+            _refuse(context, checkpoints, source_db, plan, place, verdict, recovery_policy)
             return
 
-        aside = aside_name(plan.target, started) if verdict.action == "replace" else None
+        aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
         outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning)
         if outcome.kept_aside:
             keep_until = started + dt.timedelta(days=recovery_policy.keep_replaced_days)
@@ -124,8 +130,11 @@ def _recovery_asset(table: str) -> dg.AssetsDefinition:
         context.log_event(dg.AssetMaterialization(asset_key=RECOVERY_LOG, metadata={
             "restores": recovery_log_table(checkpoints.audit_log_all(LOG_ROWS)),
             "latest": dg.MetadataValue.text(f"{table} from {outcome.checkpoint_id} ({entry['trigger']})")}))
+        for warning in outcome.warnings:
+            context.log.warning(f"restored {ref.label}, but: {warning}")
         yield dg.MaterializeResult(metadata={
             "checkpoint_id": outcome.checkpoint_id,
+            "schema_warnings": dg.MetadataValue.json(outcome.warnings),
             "target_table": outcome.target,
             "dagster/row_count": dg.MetadataValue.int(outcome.rows),
             "fingerprint_verified": dg.MetadataValue.text(outcome.fingerprint),
@@ -147,13 +156,13 @@ def _observe(context: dg.AssetExecutionContext, summary: str, **metadata) -> Non
 
 
 def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, source_db: SourceDatabase,
-            plan: RestorePlan, verdict: Verdict, policy: RecoveryPolicy) -> None:
+            plan: RestorePlan, place: TableRef, verdict: Verdict, policy: RecoveryPolicy) -> None:
     """Say what would be lost and how to proceed; fail the run unless this restore was only swept up."""
     checkpoint_id, rows, loss = plan.candidates[0], None, None  # the checkpoint the restore would use first
     try:
         manifest = checkpoints.manifest(plan.table, checkpoint_id)
         rows = manifest["rows"]
-        loss = measure_loss(checkpoints, source_db, plan.table, plan.target, manifest)
+        loss = measure_loss(checkpoints, source_db, plan.table, place, manifest)
     except Exception as exc:  # noqa: BLE001 - the refusal stands; only its detail is missing
         context.log.warning(f"could not compare {plan.target} with checkpoint {checkpoint_id}: {exc}")
     message = refusal_message(plan.table, plan.target, verdict, checkpoint_id, rows, loss, policy)
@@ -168,24 +177,25 @@ def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, sou
     raise dg.Failure(description=message, metadata=metadata, allow_retries=False)
 
 
-def _restore_job(table: str):
-    partitions = checkpoint_partitions(table)
-    op = f"recovery__{table}"
+def _restore_job(ref: TableRef):
+    partitions = checkpoint_partitions(ref.id)
+    op = f"recovery__{ref.flat_id}"
+    table = ref.label
     return dg.define_asset_job(
-        f"restore_{table}", selection=[dg.AssetKey(["recovery", table])], partitions_def=partitions,
+        f"restore_{ref.flat_id}", selection=[dg.AssetKey(["recovery", *ref.key_path])], partitions_def=partitions,
         config=dg.PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda key: {
             "ops": {op: {"config": {"checkpoint_id": key}}}}),
         executor_def=dg.in_process_executor,
         description=f"Restore one chosen checkpoint of {table}. Its partitions are the kept checkpoints "
-        f"(newest last): pick one in the launchpad and add target_table: {table}_restored to restore "
-        "beside the live table (or replace_live_table: true).",
+        f"(newest last): pick one in the launchpad and add target_table: {safe_component(ref.name)}_restored "
+        "to restore beside the live table (or replace_live_table: true).",
     )
 
 
 recovery_log = dg.AssetSpec(
-    RECOVERY_LOG, group_name="recovery", deps=[dg.AssetKey(["recovery", t]) for t in SOURCE_TABLES],
+    RECOVERY_LOG, group_name="recovery", deps=[dg.AssetKey(["recovery", *ref.key_path]) for ref in PROTECTED],
     description="Recovery log: every restore of every table — when, trigger, table, checkpoint, rows, seconds "
     "per step, fallbacks and the table kept aside. Reported by each restore; not materialised by hand.",
 )
-assets = [_recovery_asset(table) for table in SOURCE_TABLES]
-jobs = [_restore_job(table) for table in SOURCE_TABLES]
+assets = [_recovery_asset(ref) for ref in PROTECTED]
+jobs = [_restore_job(ref) for ref in PROTECTED]

@@ -1,12 +1,15 @@
 """Restore a source table from a checkpoint, as explicit steps (like Litestream's restore):
 
-    verify → load_into_temporary → compare → swap (setting a present table aside) → record
+    verify → set aside (a table in the way, when allowed) → create → load → compare → complete → record
 
-All database work happens in one transaction: until `swap` commits, the live table is untouched and
-the temporary table `<table>__restore_<suffix>` is invisible; any failure rolls both back. A table in
-the way is never dropped: it is renamed aside (when the caller allowed it to be replaced, see
-`platform_assets/safeguard.py`) in that same transaction. When a checkpoint fails, the restore falls
-back to the next older one (unless one was asked for by id).
+All database work happens in one transaction: until it commits, the live table is untouched and the
+restored one invisible; any failure rolls everything back. `create` gives the table its exact schema in its
+own place (or, beside the live table, the same columns); `load` writes every value with its exact type;
+`compare` checks the row count and the database's own fingerprint of the rows against the checkpoint's;
+`complete` adds what follows the rows (constraints, indexes, triggers, policies, sequences, the foreign
+keys of other tables). A table in the way is never dropped: it is renamed aside (when the caller allowed it
+to be replaced, see `platform_assets/safeguard.py`). When a checkpoint fails, the restore falls back to the
+next older one (unless one was asked for by id).
 """
 
 import datetime as dt
@@ -18,11 +21,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from platform_assets.safeguard import aside_suffix
-from resources.checkpoint_format import Fingerprint, check_checkpoint_id, schema_from_text
+from resources.checkpoint_format import check_checkpoint_id, schema_from_text
 from resources.checkpoint_store import CheckpointNotFoundError, CheckpointStore
 from resources.identifiers import check_identifier
 from resources.prefetch import prefetched
-from resources.source_database import SourceDatabase, TableDefinition
+from resources.source_database import SourceDatabase
+from resources.table_refs import TableRef, check_table_id
+from resources.table_restorer import Restorer
 
 
 class RestoreError(RuntimeError):
@@ -51,12 +56,14 @@ class RestoreOutcome:
     seconds: dict[str, float]
     failed_attempts: list[dict] = field(default_factory=list)
     kept_aside: dict | None = None  # the table that was in the way: {"table": its new name, "rows": …}
+    warnings: list[str] = field(default_factory=list)  # schema objects that could not be re-created as they were
 
 
 def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None = None,
                  as_of: dt.datetime | None = None, target_table: str | None = None) -> RestorePlan:
-    check_identifier(table, "table name")
-    target = check_identifier(target_table or table, "target table name")
+    check_table_id(table)
+    if target_table:
+        check_identifier(target_table, "target table name")
     if checkpoint_id:
         check_checkpoint_id(checkpoint_id)
         if checkpoint_id not in store.list(table):
@@ -67,7 +74,18 @@ def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None =
         if not candidates:
             when = f" taken at or before {as_of.isoformat()}" if as_of else ""
             raise CheckpointNotFoundError(f"no checkpoint of {table!r}{when} to restore from")
-    return RestorePlan(table, target, candidates, explicit=bool(checkpoint_id))
+    return RestorePlan(table, target_table or _original_name(store, table, candidates), candidates,
+                       explicit=bool(checkpoint_id))
+
+
+def _original_name(store: CheckpointStore, table: str, candidates: list[str]) -> str:
+    """The table's name in the database, from the first readable manifest (ids may be slugs of it)."""
+    for checkpoint_id in candidates:
+        try:
+            return TableRef.from_json(store.manifest(table, checkpoint_id)["source"]["table"]).name
+        except (ValueError, LookupError, OSError, KeyError):
+            continue
+    return table.rsplit("/", 1)[-1]  # no manifest can be read: every candidate will fail verification anyway
 
 
 def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan, aside: str | None = None,
@@ -99,29 +117,35 @@ def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, t
     try:
         with _timed(seconds, "verify"):
             manifest = verify(store, table, checkpoint_id)
-        definition = TableDefinition(ddl=manifest["source"]["ddl"], indexes=tuple(manifest["source"]["indexes"]))
-        temporary = temporary_name(target, checkpoint_id)
-        with source_db.transaction() as conn:
-            _present_and_replaceable(source_db, conn, target, aside)
+        definition = manifest["source"]
+        original = TableRef.from_json(definition["table"])
+        place = original.renamed(target)
+        in_place = target == original.name
+        with source_db.restoring() as restorer:
             with _timed(seconds, "load"):
-                load_into_temporary(store, source_db, conn, manifest, definition, temporary)
+                kept = set_aside(restorer, place, aside)
+                restorer.create(definition, place, in_place)
+                load_rows(store, restorer, manifest, place)
             with _timed(seconds, "compare"):
-                fingerprint = compare(source_db, conn, temporary, manifest)
+                fingerprint = compare(restorer, manifest, place)
             with _timed(seconds, "swap"):
-                kept = swap(source_db, conn, temporary, target, definition.indexes_on(table, target), aside)
-                conn.commit()
+                restorer.complete(definition, place, in_place)
+                restorer.commit()
     finally:
         store.release(lease)
-    return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds, kept_aside=kept)
+    return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds, kept_aside=kept,
+                          warnings=restorer.warnings)
 
 
-def _present_and_replaceable(source_db: SourceDatabase, conn, target: str, aside: str | None) -> bool:
-    """Whether a table is at `target`; one there that this restore may not replace (no `aside`) fails it."""
-    present = source_db.exists_in(conn, target)
-    if present and aside is None:
-        raise RestoreError(f"table {target!r} exists and this restore may not replace it; nothing was changed "
-                           "(restore beside it with another target table, or allow replacing it)")
-    return present
+def set_aside(restorer: Restorer, place: TableRef, aside: str | None) -> dict | None:
+    """Rename a table at `place` to `aside`, when the caller allowed it to be replaced; returns what was kept
+    aside. A present table this restore may not replace fails it, and nothing is changed."""
+    if not restorer.exists(place):
+        return None
+    if aside is None:
+        raise RestoreError(f"table {place.label!r} exists and this restore may not replace it; nothing was "
+                           "changed (restore beside it with another target table, or allow replacing it)")
+    return {"table": aside, "rows": restorer.set_aside(place, aside, aside_suffix(aside))}
 
 
 def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
@@ -132,56 +156,33 @@ def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
     return store.manifest(table, checkpoint_id)
 
 
-def load_into_temporary(store: CheckpointStore, source_db: SourceDatabase, conn, manifest: dict,
-                        definition: TableDefinition, temporary: str) -> None:
+def load_rows(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef) -> None:
     """Decode the checkpoint on a worker thread while the database ingests the previous batch."""
     schema = schema_from_text(manifest["schema"])
     with prefetched(store.read_batches(manifest["table"], manifest["id"], manifest)) as batches:
-        reader = pa.RecordBatchReader.from_batches(schema, batches)
-        source_db.load_into_temporary(conn, definition, temporary, reader)
+        restorer.load(manifest["source"], place, pa.RecordBatchReader.from_batches(schema, batches))
 
 
-def compare(source_db: SourceDatabase, conn, temporary: str, manifest: dict) -> str:
-    """The loaded rows must match the checkpoint: count, column names and types, content fingerprint."""
-    expected = schema_from_text(manifest["schema"])
-    fp, rows = Fingerprint(), 0
-    with source_db.read_in(conn, temporary) as reader:
-        loaded = pa.schema([pa.field(f.name, f.type) for f in reader.schema])
-        if loaded.names != expected.names or [f.type for f in loaded] != [f.type for f in expected]:
-            raise RestoreError(f"loaded schema {loaded} differs from the checkpoint's {expected}")
-        with prefetched(reader) as batches:
-            for batch in batches:
-                fp.update(batch)
-                rows += batch.num_rows
+def compare(restorer: Restorer, manifest: dict, place: TableRef) -> str:
+    """The loaded rows must match the checkpoint: their count, and the fingerprint the database computes over
+    its own values (no conversion on the way in or out can pass as verified)."""
+    rows, fingerprint = restorer.fingerprint(manifest["source"], place)
     if rows != manifest["rows"]:
         raise RestoreError(f"loaded {rows} rows, the checkpoint holds {manifest['rows']}")
-    if fp.hexdigest() != manifest["fingerprint"]["value"]:
-        raise RestoreError("loaded rows differ from the checkpoint (content fingerprint mismatch)")
-    return fp.hexdigest()
-
-
-def swap(source_db: SourceDatabase, conn, temporary: str, target: str, indexes: list[str],
-         aside: str | None = None) -> dict | None:
-    """Set a table at `target` aside (when allowed), then rename `temporary` into its place; returns what was
-    kept aside. Checked again here: a table may have appeared at `target` while the checkpoint loaded."""
-    kept = None
-    if _present_and_replaceable(source_db, conn, target, aside):
-        kept = {"table": aside, "rows": source_db.set_aside(conn, target, aside, aside_suffix(aside))}
-    source_db.swap(conn, temporary, target, indexes)
-    return kept
+    if fingerprint != manifest["fingerprint"]["value"]:
+        raise RestoreError("loaded rows differ from the checkpoint: the database's fingerprint of the restored "
+                           f"rows is {fingerprint}, the checkpoint's {manifest['fingerprint']['value']}")
+    return fingerprint
 
 
 def record(store: CheckpointStore, outcome: RestoreOutcome, **context) -> dict:
     """Append who/what/when to the recovery log the UI shows."""
     entry = {"at": dt.datetime.now(dt.UTC).isoformat(), "table": outcome.table, "target": outcome.target,
              "checkpoint_id": outcome.checkpoint_id, "rows": outcome.rows, "fingerprint": outcome.fingerprint,
-             "seconds": outcome.seconds, "failed_attempts": outcome.failed_attempts, **context}
+             "seconds": outcome.seconds, "failed_attempts": outcome.failed_attempts,
+             "warnings": outcome.warnings, **context}
     store.append_audit(outcome.table, entry)
     return entry
-
-
-def temporary_name(target: str, checkpoint_id: str) -> str:
-    return check_identifier(f"{target[:40]}__restore_{checkpoint_id.rsplit('-', 1)[1]}", "temporary table name")
 
 
 @contextmanager

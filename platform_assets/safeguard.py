@@ -18,9 +18,10 @@ import numpy as np
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 from resources.checkpoint_format import row_hashes
+from resources.table_refs import ASIDE_SUFFIX, TableRef
 
 _STAMP = "%Y%m%d_%H%M%S"  # lower case: PostgreSQL users can name the table without quotes
-_ASIDE = re.compile(r"^(?P<prefix>[A-Za-z_][A-Za-z0-9_]*)__replaced_(?P<stamp>\d{8}_\d{6})$")
+_ASIDE = re.compile(r"^(?P<prefix>[A-Za-z_][A-Za-z0-9_]*)" + ASIDE_SUFFIX + "$")
 PREFIX_LENGTH = 37  # + "__replaced_" (11) + the time (15) = 63, the longest identifier
 
 
@@ -84,17 +85,18 @@ def judge(table: str, target: str, target_rows: int | None, newest_checkpoint_ro
     return Verdict("refuse", f"{table} is present and not shrunk ({target_rows:,} rows)")
 
 
-def measure_loss(store: CheckpointStore, source_db: SourceDatabase, table: str, target: str,
+def measure_loss(store: CheckpointStore, source_db: SourceDatabase, table: str, target: TableRef,
                  manifest: dict) -> Loss:
-    """Compare every row of `target` with the checkpoint (row hashes, as multisets): what would go."""
+    """Compare every row of `target` with the checkpoint (row hashes of the exact values, as multisets)."""
     con = duckdb.connect()
     checkpoint_hashes = np.concatenate([np.zeros(0, np.uint64)] + [
         row_hashes(con, batch).to_numpy() for batch in store.read_batches(table, manifest["id"], manifest)])
     live_hashes = [np.zeros(0, np.uint64)]
-    with source_db.read_table(target) as reader:
-        columns_differ = [(f.name, str(f.type)) for f in reader.schema] != [(c["name"], c["type"])
-                                                                         for c in manifest["columns"]]
-        for batch in reader:
+    with source_db.capture([target]) as captured:
+        live = next(iter(captured.values()))
+        columns_differ = [(c["name"], c["type"], c["travel"]) for c in live.definition["columns"]] != [
+            (c["name"], c["type"], c["travel"]) for c in manifest["columns"]]
+        for batch in live.batches():
             live_hashes.append(row_hashes(con, batch).to_numpy())
     live = np.concatenate(live_hashes)
     if columns_differ:  # renamed, added or retyped columns: no row can match, every row would be replaced

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 FORMAT = "aegis-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: exact values (how each column travels), full schema objects, database fingerprint
 FINGERPRINT_ALGORITHM = "duckdb-hash-rows-sum64"
 ENCRYPTION_ALGORITHM = "AES-256-GCM"
 _ID = re.compile(r"^(\d{8}T\d{6}\d{6}Z)-([0-9a-f]{6})$")
@@ -159,6 +159,8 @@ def column_encodings(sample: pa.RecordBatch) -> dict[str, str]:
     if sample.num_rows == 0:
         return chosen
     for field, column in zip(sample.schema, sample.columns, strict=True):
+        if pa.types.is_nested(field.type):  # mixed SQLite columns: Parquet's defaults
+            continue
         if len(pc.unique(column)) < DISTINCT_SHARE_FOR_DELTA * sample.num_rows:
             continue
         if pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):

@@ -6,21 +6,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 
 import pyarrow.fs as pafs
 
 from resources.checkpoint_format import check_checkpoint_id, checkpoint_time
 from resources.checkpoint_retention import retention_reasons
-from resources.identifiers import check_identifier
+from resources.table_refs import check_table_id
+
+LEASE_HOURS = 6  # longer than any restore; a lease older than this was left by a crashed one
+_LEASE = re.compile(r"^(\d{8}T\d{12}Z-[0-9a-f]{6})-(\d{8}T\d{6}Z)-[0-9a-f]{8}\.json$")
+
+
+def flat(table: str) -> str:
+    """A table id as one path segment (`ops/orders` → `ops.orders`) for the store's own bookkeeping."""
+    return check_table_id(table).replace("/", ".")
 
 
 class CheckpointHousekeeping:
     def lease(self, table: str, checkpoint_id: str) -> str:
         """Mark a checkpoint as being read (by a restore): retention will not delete it."""
         _, root = self._fs()
-        path = f"{root}/_leases/{table}/{check_checkpoint_id(checkpoint_id)}-{uuid.uuid4().hex[:8]}.json"
-        self._write(path, json.dumps({"since": dt.datetime.now(dt.UTC).isoformat()}).encode())
+        now = dt.datetime.now(dt.UTC)
+        name = f"{check_checkpoint_id(checkpoint_id)}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}.json"
+        path = f"{root}/_leases/{flat(table)}/{name}"
+        self._write(path, json.dumps({"since": now.isoformat()}).encode())
         return path
 
     def release(self, lease_path: str) -> None:
@@ -30,9 +41,17 @@ class CheckpointHousekeeping:
         except (FileNotFoundError, OSError):
             pass
 
-    def _leased(self, table: str) -> set[str]:
+    def _leased(self, table: str, now: dt.datetime | None = None) -> set[str]:
+        """Checkpoints a restore is reading. A lease expires after LEASE_HOURS: a restore that crashed
+        does not pin its checkpoint forever."""
         _, root = self._fs()
-        return {i.base_name.rsplit("-", 1)[0] for i in self._list_dir(f"{root}/_leases/{table}")}
+        now, leased = now or dt.datetime.now(dt.UTC), set()
+        for info in self._list_dir(f"{root}/_leases/{flat(table)}"):
+            match = _LEASE.match(info.base_name)
+            if match and now - dt.datetime.strptime(match.group(2), "%Y%m%dT%H%M%SZ").replace(
+                    tzinfo=dt.UTC) < dt.timedelta(hours=LEASE_HOURS):
+                leased.add(match.group(1))
+        return leased
 
     def retention(self, table: str, keep_last: int, keep_within: dt.timedelta,
                   now: dt.datetime | None = None) -> dict[str, str | None]:
@@ -84,14 +103,14 @@ class CheckpointHousekeeping:
     def append_audit(self, table: str, record: dict) -> str:
         _, root = self._fs()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = f"{root}/_audit/{check_identifier(table, 'table name')}/{stamp}-{uuid.uuid4().hex[:6]}.json"
+        path = f"{root}/_audit/{flat(table)}/{stamp}-{uuid.uuid4().hex[:6]}.json"
         self._write(path, json.dumps(record, indent=2, default=str).encode())
         return path
 
     def audit_log(self, table: str, limit: int = 20) -> list[dict]:
         """The newest recovery records of `table`, newest first."""
         _, root = self._fs()
-        entries = sorted((i for i in self._list_dir(f"{root}/_audit/{check_identifier(table, 'table name')}")
+        entries = sorted((i for i in self._list_dir(f"{root}/_audit/{flat(table)}")
                           if i.base_name.endswith(".json")), key=lambda i: i.base_name, reverse=True)
         return [json.loads(self._read(i.path)) for i in entries[:limit]]
 

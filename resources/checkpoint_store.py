@@ -41,12 +41,14 @@ from resources.checkpoint_format import (
     seal,
     unseal,
 )
-from resources.checkpoint_housekeeping import CheckpointHousekeeping
+from resources.checkpoint_housekeeping import CheckpointHousekeeping, flat
 from resources.identifiers import check_identifier
 from resources.lake import Lake
 from resources.parquet_parts import WRITE_CHUNK_ROWS, PartWriter, rechunked
 from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase
+from resources.table_capture import Captured
+from resources.table_refs import TableRef, check_table_id
 
 MANIFEST = "manifest.json"
 LEVELS = ("quick", "full", "deep")
@@ -84,7 +86,7 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
 
     def _dir(self, table: str, checkpoint_id: str | None = None) -> str:
         _, root = self._fs()
-        path = f"{root}/{check_identifier(table, 'table name')}"
+        path = f"{root}/{check_table_id(table)}"
         return path if checkpoint_id is None else f"{path}/{check_checkpoint_id(checkpoint_id)}"
 
     def _key(self) -> bytes | None:
@@ -108,40 +110,52 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
 
     # ------------------------------------------------------------ write
 
-    def write(self, source_db: SourceDatabase, table: str, checkpoint_id: str | None = None) -> dict:
-        """Stream `table` into a new checkpoint; the manifest is written last and returned."""
+    def write(self, source_db: SourceDatabase, table: str | TableRef, checkpoint_id: str | None = None) -> dict:
+        """Take a checkpoint of one table (a platform table's name, or a protected table's reference)."""
+        ref = table if isinstance(table, TableRef) else TableRef(None, check_identifier(table, "table name"))
+        self._key()  # an unusable key fails before the database is even read
+        with source_db.capture([ref]) as captured:
+            return self.write_captured(captured[ref.id], checkpoint_id)
+
+    def write_captured(self, captured: Captured, checkpoint_id: str | None = None) -> dict:
+        """Stream a captured table (see `SourceDatabase.capture`) into a new checkpoint; the manifest is
+        written last and returned. The database's own fingerprint seals the values; a second one over the
+        Arrow data lets deep verification re-check the files without a database."""
         if self.codec not in ("zstd", "snappy"):
             raise ValueError(f"unsupported checkpoint codec {self.codec!r}: use zstd or snappy")
         key = self._key()  # fails before anything is written when encryption is configured but unusable
+        table = captured.ref.id
         checkpoint_id = check_checkpoint_id(checkpoint_id or new_checkpoint_id())
-        directory = self._dir(table, checkpoint_id)
-        definition = source_db.describe(table)
-        fingerprint, files = Fingerprint(), []
-        with source_db.read_table(table) as reader:
-            schema = pa.schema([pa.field(f.name, f.type) for f in reader.schema])
-            with prefetched(rechunked(reader, schema)) as chunks:
-                part = PartWriter(schema, self.codec)
-                for chunk in chunks:
-                    fingerprint.update(chunk)
-                    part.write(chunk)
-                    if part.rows >= self.rows_per_file:
-                        files.append(self._store_part(part, table, checkpoint_id, len(files), key))
-                        part = PartWriter(schema, self.codec)
-                if part.rows or not files:
+        schema, content, files = captured.schema, Fingerprint(), []
+        with prefetched(rechunked(captured.batches(), schema)) as chunks:
+            part = PartWriter(schema, self.codec)
+            for chunk in chunks:
+                content.update(chunk)
+                part.write(chunk)
+                if part.rows >= self.rows_per_file:
                     files.append(self._store_part(part, table, checkpoint_id, len(files), key))
+                    part = PartWriter(schema, self.codec)
+            if part.rows or not files:
+                files.append(self._store_part(part, table, checkpoint_id, len(files), key))
+        rows = sum(f["rows"] for f in files)
+        if rows != captured.rows:
+            raise ValueError(f"read {rows} rows of {captured.ref.label}, the snapshot holds {captured.rows}")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "id": checkpoint_id, "table": table,
             "created_at": checkpoint_time(checkpoint_id).isoformat(),
-            "source": {"kind": source_db.kind, "ddl": definition.ddl, "indexes": list(definition.indexes)},
+            "source": captured.definition,
             "schema": schema_to_text(schema),
-            "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
-            "rows": sum(f["rows"] for f in files), "files": files,
-            "fingerprint": {"algorithm": FINGERPRINT_ALGORITHM, "value": fingerprint.hexdigest()},
+            "columns": [{"name": c["name"], "type": c["type"], "travel": c["travel"]}
+                        for c in captured.definition["columns"]],
+            "rows": rows, "files": files,
+            "fingerprint": {"algorithm": captured.definition["fingerprint_algorithm"],
+                            "value": captured.fingerprint},
+            "content_fingerprint": {"algorithm": FINGERPRINT_ALGORITHM, "value": content.hexdigest()},
             "codec": self.codec,
             "encryption": {"algorithm": ENCRYPTION_ALGORITHM, "key_id": key_id(key)} if key else None,
             "producer": f"aegis-platform {_producer_version()}",
         }
-        self._write(f"{directory}/{MANIFEST}", seal(manifest))
+        self._write(f"{self._dir(table, checkpoint_id)}/{MANIFEST}", seal(manifest))
         return manifest
 
     def _store_part(self, part: PartWriter, table: str, checkpoint_id: str, number: int,
@@ -157,8 +171,16 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
 
     def tables(self) -> list[str]:
         _, root = self._fs()
-        return sorted(i.base_name for i in self._list_dir(root) if i.type == pafs.FileType.Directory
-                      and not i.base_name.startswith("_"))
+        found = []
+        for info in self._list_dir(root):
+            if info.type != pafs.FileType.Directory or info.base_name.startswith("_"):
+                continue
+            inner = [i for i in self._list_dir(info.path) if i.type == pafs.FileType.Directory]
+            if any(_is_checkpoint_id(i.base_name) for i in inner) or not inner:
+                found.append(info.base_name)
+            else:  # a schema directory: ops/orders
+                found.extend(f"{info.base_name}/{i.base_name}" for i in inner)
+        return sorted(found)
 
     def list(self, table: str) -> list[str]:
         """Complete checkpoints of `table` (those with a manifest), oldest first."""
@@ -244,7 +266,7 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
                 fp = Fingerprint()
                 for batch in self.read_batches(table, checkpoint_id, manifest):
                     fp.update(batch)
-                if fp.hexdigest() != manifest["fingerprint"]["value"]:
+                if fp.hexdigest() != manifest["content_fingerprint"]["value"]:
                     result.problems.append("content fingerprint differs from the manifest")
         except (ValueError, LookupError, OSError, CheckpointKeyError) as exc:
             result.problems.append(str(exc))
@@ -257,13 +279,13 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
 
     def _record_verification(self, result: Verification) -> None:
         _, root = self._fs()
-        path = f"{root}/_verifications/{result.table}/{result.checkpoint_id}-{result.level}.json"
+        path = f"{root}/_verifications/{flat(result.table)}/{result.checkpoint_id}-{result.level}.json"
         self._write(path, json.dumps(asdict(result), indent=2).encode())
 
     def last_verification(self, table: str, checkpoint_id: str) -> Verification | None:
         """The most recent verification recorded for a checkpoint (any level), or None."""
         _, root = self._fs()
-        directory = f"{root}/_verifications/{check_identifier(table, 'table name')}"
+        directory = f"{root}/_verifications/{flat(table)}"
         found = []
         for level in LEVELS:
             try:
@@ -278,6 +300,14 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
             if self.verify(table, checkpoint_id, level).ok:
                 return checkpoint_id
         return None
+
+def _is_checkpoint_id(name: str) -> bool:
+    try:
+        check_checkpoint_id(name)
+    except ValueError:
+        return False
+    return True
+
 
 def _part_name(entry: dict) -> str:
     name = entry["path"]

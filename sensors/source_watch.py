@@ -15,12 +15,18 @@ from collections.abc import Sequence
 import dagster as dg
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.table_refs import TableRef
 
 MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost
 
 
-def build_source_watch(tables: Sequence[str], job, policy: RecoveryPolicy | None = None) -> dg.SensorDefinition:
+def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy | None = None,
+                       empty_patterns: Sequence[str] = ()) -> dg.SensorDefinition:
+    """Watch the protected `tables`; `empty_patterns` (patterns of AEGIS_PROTECTED_TABLES that matched no
+    table when the code location loaded) are named in every skip message."""
     policy = policy or RecoveryPolicy()
+    unmatched = (f"; {', '.join(empty_patterns)} matched no table when the code location loaded "
+                 "(reload it after creating one)") if empty_patterns else ""
 
     @dg.sensor(
         name="source_table_watch",
@@ -38,25 +44,26 @@ def build_source_watch(tables: Sequence[str], job, policy: RecoveryPolicy | None
                            checkpoints: CheckpointStore) -> dg.SensorResult | dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = dt.datetime.now(dt.UTC).isoformat()
-        existing = source_db.tables()
+        existing, default = source_db.catalogue()
         requests, notes = [], []
-        for table in tables:
+        for ref in tables:
+            table = ref.id
             state = cursor.get(table, {"state": "unknown", "losses": 0, "shrinks": 0, "seen_at": None})
             ids = checkpoints.list(table)
             if not ids:
-                notes.append(f"{table}: no checkpoint yet, nothing to restore from (not protected)")
+                notes.append(f"{ref.label}: no checkpoint yet, nothing to restore from (not protected)")
                 state["state"] = "unprotected"
-            elif table not in existing:
+            elif (ref.schema or default, ref.name) not in existing:
                 if state["state"] != "missing":  # a new loss
                     state.update(state="missing", losses=state["losses"] + 1, detected_at=now, retries=0)
                     context.log.warning(f"protected table {table} is missing; requesting a restore")
-                    requests.append(_request(table, f"restore-{table}-loss-{state['losses']}", state, "loss"))
-                elif retry := _retry_key(context, f"restore-{table}-loss-{state['losses']}", state):
-                    requests.append(_request(table, retry, state, "loss"))
+                    requests.append(_request(ref, f"restore-{ref.flat_id}-loss-{state['losses']}", state, "loss"))
+                elif retry := _retry_key(context, f"restore-{ref.flat_id}-loss-{state['losses']}", state):
+                    requests.append(_request(ref, retry, state, "loss"))
                 else:
                     notes.append(f"{table}: missing, restore requested")
             else:
-                rows = source_db.count(table)
+                rows = source_db.count(ref)
                 newest = checkpoints.newest_manifest(table)
                 expected = newest["rows"] if newest else 0
                 if policy.is_shrunk(rows, expected):
@@ -66,12 +73,12 @@ def build_source_watch(tables: Sequence[str], job, policy: RecoveryPolicy | None
                                           f"{policy.shrink_alert_share:.0%} of its newest checkpoint "
                                           f"({expected:,} rows)")
                     if policy.restore_on_shrink:
-                        key = f"restore-{table}-shrink-{state['shrinks']}"
+                        key = f"restore-{ref.flat_id}-shrink-{state['shrinks']}"
                         if state.get("requested") != key:
                             state["requested"] = key
-                            requests.append(_request(table, key, state, "shrink"))
+                            requests.append(_request(ref, key, state, "shrink"))
                         elif retry := _retry_key(context, key, state):
-                            requests.append(_request(table, retry, state, "shrink"))
+                            requests.append(_request(ref, retry, state, "shrink"))
                     else:
                         notes.append(f"{table}: shrunk to {rows:,} of {expected:,} rows (alerted; "
                                      "automatic restore on shrink is off)")
@@ -81,15 +88,15 @@ def build_source_watch(tables: Sequence[str], job, policy: RecoveryPolicy | None
         if requests:
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
         context.update_cursor(json.dumps(cursor))
-        return dg.SkipReason("; ".join(notes) or f"all {len(tables)} protected tables present")
+        return dg.SkipReason(("; ".join(notes) or f"all {len(tables)} protected tables present") + unmatched)
 
     return source_table_watch
 
 
-def _request(table: str, key: str, state: dict, reason: str) -> dg.RunRequest:
+def _request(ref: TableRef, key: str, state: dict, reason: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=key,
-        asset_selection=[dg.AssetKey(["recovery", table])],
+        asset_selection=[dg.AssetKey(["recovery", *ref.key_path])],
         tags={"aegis/trigger": "source_table_watch", "aegis/reason": reason, "aegis/restore_key": key,
               "aegis/detected_at": state["detected_at"], "aegis/last_seen_at": state.get("seen_at") or ""},
     )

@@ -61,6 +61,24 @@ def rows_as_stored(db: SourceDatabase, table: str) -> list:
         return [r[0] for r in cur.fetchall()]
 
 
+def schema_as_dumped(db: SourceDatabase, table_sql: str) -> list[str]:
+    """A table's schema objects as the database describes them: `pg_dump --schema-only -t` (sorted lines,
+    object order aside), or SQLite's `sqlite_master` entries and `sqlite_sequence` row."""
+    if db.kind == "sqlite":
+        import sqlite3
+
+        name = table_sql.strip('"').replace('""', '"')
+        with sqlite3.connect(db.parsed.location) as conn:
+            objects = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? ORDER BY 1, 2",
+                                   (name,)).fetchall()
+            has_seq = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()[0]
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchall() if has_seq else []
+        return [repr(o) for o in objects] + [f"sqlite_sequence {seq}"]
+    out = subprocess.run(["pg_dump", "--schema-only", f"--table={table_sql}", f"--dbname={db.parsed.location}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line for line in out.splitlines() if line.strip() and not line.startswith(("--", "\\")))
+
+
 # ---------------------------------------------------------------- Chromium
 
 

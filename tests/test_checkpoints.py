@@ -19,9 +19,10 @@ from platform_assets.generators import generate
 from platform_assets.restoring import RestoreFailedError, plan_restore, restore
 from platform_assets.safeguard import aside_name
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, Lake, SourceDatabase
+from resources import CheckpointStore, Lake, SourceDatabase, sqlite_tables
 from resources.checkpoint_format import CheckpointKeyError, InvalidCheckpointIdError, fingerprint_of
 from resources.identifiers import InvalidIdentifierError
+from tests.conftest import rows_as_stored, schema_as_dumped
 
 DAY = "2026-06-01"
 KEY_A, KEY_B = "a1" * 32, "b2" * 32
@@ -67,17 +68,16 @@ def store(request, tmp_path) -> CheckpointStore:
 
 @pytest.mark.parametrize("table", list(SOURCE_TABLES))
 def test_round_trip_restores_rows_schema_and_fingerprint(source_db, store, table):
-    before = snapshot(source_db, table)
-    indexes = source_db.describe(table).indexes
+    rows, schema = rows_as_stored(source_db, table), schema_as_dumped(source_db, f'"{table}"')
     manifest = store.write(source_db, table)
-    assert manifest["rows"] == before[0] and manifest["fingerprint"]["value"] == before[2]
+    assert manifest["rows"] == len(rows)
     assert store.verify(table, manifest["id"], "deep").ok
     drop(source_db, table)
     outcome = restore(store, source_db, plan_restore(store, table))
     assert outcome.checkpoint_id == manifest["id"] and not outcome.failed_attempts
-    assert snapshot(source_db, table) == before
-    assert source_db.describe(table).indexes == indexes, "indexes are recreated as they were"
-    assert not [t for t in source_db.tables() if "__restore_" in t]
+    assert rows_as_stored(source_db, table) == rows, "every value as the database holds it"
+    assert schema_as_dumped(source_db, f'"{table}"') == schema, "the table, its indexes, as they were"
+    assert outcome.fingerprint == manifest["fingerprint"]["value"]
 
 
 def test_encrypted_round_trip_and_key_errors(tmp_path):
@@ -175,7 +175,7 @@ def test_quick_verify_sees_a_missing_file_and_deep_verify_a_changed_row(two_chec
     assert problems == ["part-00000.parquet is missing"]
 
 
-@pytest.mark.parametrize("failing_step", ["compare", "swap"])
+@pytest.mark.parametrize("failing_step", ["set_aside", "load_rows", "compare"])
 def test_an_exception_in_the_middle_of_a_restore_leaves_the_live_table_untouched(two_checkpoints, monkeypatch,
                                                                                   failing_step):
     db, store, _, _, _, state_b, _ = two_checkpoints
@@ -202,9 +202,9 @@ def test_a_failing_restore_on_postgres_leaves_the_live_table_untouched(make_pg_d
     live = snapshot(db, "sales")
 
     def explode(*args, **kwargs):
-        raise RuntimeError("disk full during swap")
+        raise RuntimeError("disk full during compare")
 
-    monkeypatch.setattr(restoring, "swap", explode)
+    monkeypatch.setattr(restoring, "compare", explode)
     with pytest.raises(RestoreFailedError, match="disk full"):
         restore(store, db, plan_restore(store, "sales"), aside=aside_name("sales", dt.datetime.now(dt.UTC)))
     assert snapshot(db, "sales") == live
@@ -240,26 +240,15 @@ def test_a_source_failing_mid_read_raises_and_writes_no_manifest(tmp_path, monke
     db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
     fill(db, rows=200_000, tables=["infra_logs"])
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), rows_per_file=65_536, encryption_key="")
-    real_read_table = SourceDatabase.read_table
+    real_read_batches = sqlite_tables.read_batches
 
-    def failing_after_two_batches(self, table):
-        class Broken:
-            def __enter__(inner):
-                inner.ctx = real_read_table(self, table)
-                reader = inner.ctx.__enter__()
-                batches = iter(reader)
+    def failing_after_two_batches(*args):
+        batches = real_read_batches(*args)
+        yield next(batches)
+        yield next(batches)
+        raise OSError("connection reset by peer")
 
-                def broken():
-                    yield next(batches)
-                    yield next(batches)
-                    raise OSError("connection reset by peer")
-                return pa.RecordBatchReader.from_batches(reader.schema, broken())
-
-            def __exit__(inner, *exc):
-                return inner.ctx.__exit__(*exc)
-        return Broken()
-
-    monkeypatch.setattr(SourceDatabase, "read_table", failing_after_two_batches)
+    monkeypatch.setattr(sqlite_tables, "read_batches", failing_after_two_batches)
     with pytest.raises(OSError, match="connection reset"):
         store.write(db, "infra_logs")
     assert store.list("infra_logs") == [], "a checkpoint that failed mid-read must not look complete"
@@ -267,7 +256,7 @@ def test_a_source_failing_mid_read_raises_and_writes_no_manifest(tmp_path, monke
 
 WRITER = textwrap.dedent("""
     import sys
-    from resources import CheckpointStore, Lake, SourceDatabase
+    from resources import CheckpointStore, Lake, SourceDatabase, sqlite_tables
     store = CheckpointStore(lake=Lake(url=sys.argv[2]), rows_per_file=20_000, encryption_key="")
     store.write(SourceDatabase(url=sys.argv[1]), "infra_logs")
 """)

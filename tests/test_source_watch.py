@@ -9,6 +9,7 @@ from platform_assets import recovery
 from platform_assets.generators import generate
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
+from resources.table_refs import TableRef
 from sensors.jobs import recovery_job
 from sensors.source_watch import build_source_watch
 
@@ -30,7 +31,7 @@ class Ticker:
     """Evaluates the sensor tick after tick, carrying the cursor as the daemon does."""
 
     def __init__(self, db, store, instance, policy: RecoveryPolicy | None = None):
-        self.sensor = build_source_watch(TABLES, recovery_job, policy or RecoveryPolicy())
+        self.sensor = build_source_watch([TableRef(None, t) for t in TABLES], recovery_job, policy or RecoveryPolicy())
         self.db, self.store, self.instance, self.cursor = db, store, instance, None
 
     def tick(self):
