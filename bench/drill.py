@@ -5,7 +5,8 @@
 
 Starts the real `dagster-daemon` on a temporary DAGSTER_HOME with the embedded stack, materialises the
 sources and their checkpoints, drops the table, waits for the source_table_watch sensor's restore run,
-then checks the restored table against the checkpoint (row count and content fingerprint).
+then checks the restored table against the checkpoint (row count and the fingerprint the database
+computes over its own values).
 """
 
 import argparse
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from platform_assets.definitions import defs
     from platform_assets.runner import last_days
     from resources import CheckpointStore, Lake, SourceDatabase
-    from resources.checkpoint_format import fingerprint_of
+    from resources.table_refs import TableRef
 
     instance = dg.DagsterInstance.get()
     resources = defs.resources  # EnvVar-configured, resolved by Dagster inside runs
@@ -75,10 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dropped_at:%H:%M:%S} DROP TABLE {args.table}")
         _wait_for_table(source_db, args.table, args.timeout)  # the swap commits atomically: back = complete
         back = time.perf_counter() - dropped
-        with source_db.read_table(args.table) as reader:
-            batches = list(reader)
-        rows = sum(b.num_rows for b in batches)
-        fingerprint = fingerprint_of(batches)
+        with source_db.capture([TableRef(None, args.table)]) as captured:  # the database's own fingerprint
+            rows, fingerprint = captured[args.table].rows, captured[args.table].fingerprint
         verified = time.perf_counter() - dropped
         ok = rows == manifest["rows"] and fingerprint == manifest["fingerprint"]["value"]
         run = _wait_for_run(instance, args.timeout)

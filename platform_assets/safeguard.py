@@ -85,9 +85,10 @@ def judge(table: str, target: str, target_rows: int | None, newest_checkpoint_ro
     return Verdict("refuse", f"{table} is present and not shrunk ({target_rows:,} rows)")
 
 
-def measure_loss(store: CheckpointStore, source_db: SourceDatabase, table: str, target: TableRef,
+def measure_loss(store: CheckpointStore, source_db: SourceDatabase, table: str, target: TableRef | str,
                  manifest: dict) -> Loss:
     """Compare every row of `target` with the checkpoint (row hashes of the exact values, as multisets)."""
+    target = target if isinstance(target, TableRef) else TableRef(None, target)
     con = duckdb.connect()
     checkpoint_hashes = np.concatenate([np.zeros(0, np.uint64)] + [
         row_hashes(con, batch).to_numpy() for batch in store.read_batches(table, manifest["id"], manifest)])

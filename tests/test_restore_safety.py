@@ -108,16 +108,17 @@ def test_a_table_that_appears_while_the_checkpoint_loads_is_not_dropped(make_pg_
     execute(db, 'DROP TABLE "sales"')
     from platform_assets import restoring
 
-    original = restoring.load_into_temporary
+    original = restoring.set_aside
 
     def meanwhile(*args, **kwargs):
-        original(*args, **kwargs)
-        with db.connect() as other, other.cursor() as cur:  # the application recreates its table meanwhile
+        kept = original(*args, **kwargs)  # the restore found nothing in the way …
+        with db.connect() as other, other.cursor() as cur:  # … and the application recreates its table meanwhile
             cur.execute('CREATE TABLE "sales" (id INTEGER)')
             cur.execute("INSERT INTO sales VALUES (42)")
             other.commit()
+        return kept
 
-    monkeypatch.setattr(restoring, "load_into_temporary", meanwhile)
+    monkeypatch.setattr(restoring, "set_aside", meanwhile)
     with pytest.raises(RestoreFailedError):
         restore(store, db, plan_restore(store, "sales"))
     assert rows_as_stored(db, "sales") == ["(42)"], "the table that appeared is still there, untouched"
