@@ -295,11 +295,21 @@ def restore_referencing_keys(conn: dbapi.Connection, keys: list[dict]) -> list[s
             if cur.fetchone()[0]:
                 cur.execute(f"ALTER TABLE {key['table']} DROP CONSTRAINT {name}")
             statement = f"ALTER TABLE {key['table']} ADD CONSTRAINT {name} {key['definition']}"
-            problem = _try(cur, statement)
+            problem = add_foreign_key(cur, statement)
             if problem:
-                cur.execute(statement + " NOT VALID")
-                warnings.append(f"foreign key {key['name']} of {key['table']} re-created NOT VALID: {problem}")
+                warnings.append(f"foreign key {key['name']} of {key['table']}: {problem}")
     return warnings
+
+
+def add_foreign_key(cur: dbapi.Cursor, statement: str) -> str | None:
+    """Add a foreign key, validated; when rows lost their parent, NOT VALID (new rows are still checked);
+    when even that fails (the referenced table is gone too), not at all. Returns what fell short, if anything."""
+    problem = _try(cur, statement)
+    if problem is None:
+        return None
+    if _try(cur, statement + " NOT VALID") is None:
+        return f"re-created NOT VALID: {problem}"
+    return f"not re-created ({problem}); it comes back when the table it references is restored"
 
 
 def to_regclass_missing(cur: dbapi.Cursor, table_sql: str) -> bool:

@@ -40,8 +40,8 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value  # catalogue text read with text_factory=bytes
 
 
 def schema_objects(conn: sqlite3.Connection, ref: TableRef) -> dict:
@@ -51,7 +51,7 @@ def schema_objects(conn: sqlite3.Connection, ref: TableRef) -> dict:
                         "ORDER BY type, name", (ref.name,)).fetchall()
     objects = {"table": None, "indexes": [], "triggers": []}
     for kind, _, sql in rows:
-        kind, sql = _text(kind), _text(sql)
+        kind, sql = as_text(kind), as_text(sql)
         if kind == "table":
             objects["table"] = sql
         elif kind in ("index", "trigger"):
@@ -67,7 +67,8 @@ def columns(conn: sqlite3.Connection, ref: TableRef, table_sql: str) -> list[dic
     """Each column in order with how it travels, decided by a census of the storage classes it holds."""
     info = conn.execute(f"SELECT name, type, pk, hidden FROM {quote_name(ref.schema)}.pragma_table_xinfo(?)",
                         (ref.name,)).fetchall()
-    cols = [{"name": _text(n), "type": _text(t), "pk": pk, "generated": hidden in (2, 3)} for n, t, pk, hidden in info]
+    cols = [{"name": as_text(n), "type": as_text(t), "pk": pk, "generated": hidden in (2, 3)}
+            for n, t, pk, hidden in info]
     carried = [c for c in cols if not c["generated"]]
     if carried:
         sums = ", ".join(f"sum(typeof({quote_name(c['name'])}) = '{k}')" for c in carried for k in CLASSES)

@@ -121,8 +121,11 @@ def _split(item: str, default: str) -> tuple[str, str]:
     if not match:
         raise ValueError(f"{PROTECTED_VAR}: cannot read {item!r}: use table, schema.table or a pattern")
     schema, table = match.group(1), match.group(2)
-    unquote = lambda s: s[1:-1].replace('""', '"') if s.startswith('"') else s  # noqa: E731
-    return (unquote(schema) if schema else default), unquote(table)
+    return (_unquote(schema) if schema else default), _unquote(table)
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
 
 
 def resolve_protected(spec: str | None, existing: Iterable[tuple[str, str]], default_schema: str) -> Resolution:

@@ -63,10 +63,10 @@ class Restorer:
         for kind, name, sql in self.conn.execute(f"SELECT type, name, sql FROM {master} WHERE tbl_name = ? "
                                                  "AND type IN ('index', 'trigger') AND sql IS NOT NULL",
                                                  (aside,)).fetchall():
-            name = lite._text(name)
-            self._execute(f"DROP {lite._text(kind).upper()} {quote_name(ref.schema)}.{quote_name(name)}")
-            if lite._text(kind) == "index":
-                self._execute(index_on(lite._text(sql), _renamed(name, suffix), moved))
+            name = lite.as_text(name)
+            self._execute(f"DROP {lite.as_text(kind).upper()} {quote_name(ref.schema)}.{quote_name(name)}")
+            if lite.as_text(kind) == "index":
+                self._execute(index_on(lite.as_text(sql), _renamed(name, suffix), moved))
         return rows
 
     def create(self, definition: dict, target: TableRef, in_place: bool) -> None:
@@ -95,7 +95,7 @@ class Restorer:
         objects = definition["objects"]
         if self.kind == "sqlite":
             for ddl in objects["indexes"]:
-                name = lite._text(_INDEX_NAME.match(ddl).group(2)).strip('"')
+                name = lite.as_text(_INDEX_NAME.match(ddl).group(2)).strip('"')
                 self._execute(ddl if in_place else index_on(ddl, f"{target.name}__{name}"[:63], target))
             if in_place:
                 for ddl in objects["triggers"]:
@@ -106,8 +106,10 @@ class Restorer:
             return
         after = objects["post_data"]
         self.warnings += pg.run_statements(self.conn, [s for s in after if not _FOREIGN_KEY.match(s)])
-        for statement in (s for s in after if _FOREIGN_KEY.match(s)):
-            self.warnings += pg.run_statements(self.conn, [statement], forgiving=_FOREIGN_KEY)
+        with self.conn.cursor() as cur:
+            for statement in (s for s in after if _FOREIGN_KEY.match(s)):
+                if problem := pg.add_foreign_key(cur, statement):
+                    self.warnings.append(f"{statement.splitlines()[0][:120]}: {problem}")
         pg.restore_sequences(self.conn, target, definition["sequences"])
         self.warnings += pg.restore_referencing_keys(self.conn, definition["referenced_by"])
 

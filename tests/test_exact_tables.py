@@ -54,8 +54,8 @@ def test_a_realistic_schema_survives_drop_cascade_and_the_application_can_insert
     psql(db.url, 'DROP TABLE "Ops"."Order Items" CASCADE')  # also drops child's foreign key onto it
     outcome = restore(store, db, plan_restore(store, ITEMS.id))
     assert outcome.warnings == []
-    assert schema_as_dumped(db, ITEMS.sql) == schema, "identity, PK, FK, CHECK, defaults, indexes, trigger, "
-    "comments, grant, RLS policy, owner"
+    assert schema_as_dumped(db, ITEMS.sql) == schema, \
+        "identity, PK, FK, CHECK, defaults, indexes, trigger, comments, grant, RLS policy, owner"
     assert schema_as_dumped(db, "public.child") == child, "the foreign key of another table onto it is back"
     assert pg_rows(db.url, ITEMS.sql) == rows
     new_id = psql(db.url, 'INSERT INTO "Ops"."Order Items" (amount) VALUES (7) RETURNING id').split()[0]
@@ -77,7 +77,7 @@ def test_a_type_that_cannot_travel_exactly_fails_before_anything_is_written(real
     psql(db.url, f"CREATE TABLE odd (id int, ref {sql_type})")
     with pytest.raises(UnsupportedTypeError, match=f"column 'ref' of odd has type {sql_type}"):
         store.write(db, TableRef(None, "odd"))
-    assert not (tmp_path / "lake").exists() or store.list("odd") == []
+    assert not (tmp_path / "lake").exists(), "nothing was written"
 
 
 def test_a_lossy_conversion_in_the_read_path_fails_the_restore(realistic, monkeypatch):
@@ -86,12 +86,10 @@ def test_a_lossy_conversion_in_the_read_path_fails_the_restore(realistic, monkey
     monkeypatch.setattr(postgres_tables, "select_sql",  # a driver that rounds numerics to 12 digits
                         lambda ref, cols: real(ref, cols).replace('"n"::text', 'round("n", 12)::text'))
     store.write(db, TYPES)
-    before = pg_rows(db.url, TYPES.sql)
     psql(db.url, "DROP TABLE types")
     with pytest.raises(RestoreFailedError, match="fingerprint"):
         restore(store, db, plan_restore(store, TYPES.id))
     assert psql(db.url, "SELECT to_regclass('public.types') IS NULL").strip() == "t", "nothing half-restored"
-    assert before
 
 
 SQLITE_SCHEMA = """
