@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import ClassVar
 
@@ -41,7 +39,8 @@ from resources.checkpoint_format import (
     seal,
     unseal,
 )
-from resources.checkpoint_housekeeping import CheckpointHousekeeping, flat
+from resources.checkpoint_housekeeping import CheckpointHousekeeping
+from resources.checkpoint_verification import LEVELS, CheckpointVerification, Verification, part_name
 from resources.identifiers import check_identifier
 from resources.lake import Lake
 from resources.parquet_parts import WRITE_CHUNK_ROWS, PartWriter, rechunked
@@ -51,25 +50,14 @@ from resources.table_capture import Captured
 from resources.table_refs import TableRef, check_table_id
 
 MANIFEST = "manifest.json"
-LEVELS = ("quick", "full", "deep")
+__all__ = ["LEVELS", "MANIFEST", "CheckpointNotFoundError", "CheckpointStore", "Verification"]
 
 
 class CheckpointNotFoundError(LookupError):
     """No (complete) checkpoint matches what was asked."""
 
 
-@dataclass
-class Verification:
-    table: str
-    checkpoint_id: str
-    level: str
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    verified_at: str = ""
-
-
-class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
+class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, dg.ConfigurableResource):
     """Checkpoints of source tables under `<lake>/checkpoints/`, local disk or S3 alike."""
 
     lake: Lake
@@ -117,10 +105,12 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
         with source_db.capture([ref]) as captured:
             return self.write_captured(captured[ref.id], checkpoint_id)
 
-    def write_captured(self, captured: Captured, checkpoint_id: str | None = None) -> dict:
+    def write_captured(self, captured: Captured, checkpoint_id: str | None = None,
+                       together: Sequence[Captured] = ()) -> dict:
         """Stream a captured table (see `SourceDatabase.capture`) into a new checkpoint; the manifest is
         written last and returned. The database's own fingerprint seals the values; a second one over the
-        Arrow data lets deep verification re-check the files without a database."""
+        Arrow data lets deep verification re-check the files without a database. `together`: the tables of a
+        consistency group captured from the same snapshot, whose rows and fingerprints the manifest records."""
         if self.codec not in ("zstd", "snappy"):
             raise ValueError(f"unsupported checkpoint codec {self.codec!r}: use zstd or snappy")
         key = self._key()  # fails before anything is written when encryption is configured but unusable
@@ -154,6 +144,9 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
             "codec": self.codec,
             "encryption": {"algorithm": ENCRYPTION_ALGORITHM, "key_id": key_id(key)} if key else None,
             "producer": f"aegis-platform {_producer_version()}",
+            "consistency_group": {"tables": [c.ref.id for c in together],
+                                  "snapshot": {c.ref.id: {"rows": c.rows, "fingerprint": c.fingerprint}
+                                               for c in together}} if len(together) > 1 else None,
         }
         self._write(f"{self._dir(table, checkpoint_id)}/{MANIFEST}", seal(manifest))
         return manifest
@@ -241,7 +234,7 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
         """Decode a checkpoint part by part (decrypting each), so memory is bounded by one part."""
         key = self.key_for(table, checkpoint_id, manifest)
         for entry in manifest["files"]:
-            data = self._read(f"{self._dir(table, checkpoint_id)}/{_part_name(entry)}")
+            data = self._read(f"{self._dir(table, checkpoint_id)}/{part_name(entry)}")
             if key is not None:
                 data = decrypt(key, data, associated=f"{table}/{checkpoint_id}/{entry['path']}".encode())
             yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=WRITE_CHUNK_ROWS)
@@ -250,98 +243,12 @@ class CheckpointStore(CheckpointHousekeeping, dg.ConfigurableResource):
         schema = schema_from_text(manifest["schema"])
         return pa.RecordBatchReader.from_batches(schema, self.read_batches(table, checkpoint_id, manifest))
 
-    # ------------------------------------------------------------ verify
-
-    def verify(self, table: str, checkpoint_id: str, level: str = "full", record: bool = True) -> Verification:
-        """quick: manifest seal, files present with their sizes; full: + sha256 and Parquet row counts;
-        deep: + decode every row and recompute the fingerprint."""
-        if level not in LEVELS:
-            raise ValueError(f"unknown verify level {level!r}: use one of {', '.join(LEVELS)}")
-        started = dt.datetime.now(dt.UTC)
-        result = Verification(table=table, checkpoint_id=check_checkpoint_id(checkpoint_id), level=level, ok=True)
-        try:
-            manifest = self.manifest(table, checkpoint_id)
-            _check_files(self, table, checkpoint_id, manifest, level, result.problems)
-            if level == "deep" and not result.problems:
-                fp = Fingerprint()
-                for batch in self.read_batches(table, checkpoint_id, manifest):
-                    fp.update(batch)
-                if fp.hexdigest() != manifest["content_fingerprint"]["value"]:
-                    result.problems.append("content fingerprint differs from the manifest")
-        except (ValueError, LookupError, OSError, CheckpointKeyError) as exc:
-            result.problems.append(str(exc))
-        result.ok = not result.problems
-        result.verified_at = dt.datetime.now(dt.UTC).isoformat()
-        result.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
-        if record:
-            self._record_verification(result)
-        return result
-
-    def _record_verification(self, result: Verification) -> None:
-        _, root = self._fs()
-        path = f"{root}/_verifications/{flat(result.table)}/{result.checkpoint_id}-{result.level}.json"
-        self._write(path, json.dumps(asdict(result), indent=2).encode())
-
-    def last_verification(self, table: str, checkpoint_id: str) -> Verification | None:
-        """The most recent verification recorded for a checkpoint (any level), or None."""
-        _, root = self._fs()
-        directory = f"{root}/_verifications/{flat(table)}"
-        found = []
-        for level in LEVELS:
-            try:
-                found.append(Verification(**json.loads(self._read(
-                    f"{directory}/{check_checkpoint_id(checkpoint_id)}-{level}.json"))))
-            except (OSError, ValueError, TypeError):
-                continue
-        return max(found, key=lambda v: v.verified_at, default=None)
-
-    def latest_verified(self, table: str, level: str = "full") -> str | None:
-        for checkpoint_id in self.candidates(table):
-            if self.verify(table, checkpoint_id, level).ok:
-                return checkpoint_id
-        return None
-
 def _is_checkpoint_id(name: str) -> bool:
     try:
         check_checkpoint_id(name)
     except ValueError:
         return False
     return True
-
-
-def _part_name(entry: dict) -> str:
-    name = entry["path"]
-    if not isinstance(name, str) or "/" in name or not name.startswith("part-") or ".." in name:
-        raise ValueError(f"manifest names an unexpected file {name!r}")
-    return name
-
-
-def _check_files(store: CheckpointStore, table: str, checkpoint_id: str, manifest: dict, level: str,
-                 problems: list[str]) -> None:
-    directory = store._dir(table, checkpoint_id)
-    present = {i.base_name: i.size for i in store._list_dir(directory)}
-    for entry in manifest["files"]:
-        name = _part_name(entry)
-        if name not in present:
-            problems.append(f"{name} is missing")
-            continue
-        if present[name] != entry["bytes"]:
-            problems.append(f"{name} has {present[name]} bytes, the manifest says {entry['bytes']}")
-            continue
-        if level == "quick":
-            continue
-        data = store._read(f"{directory}/{name}")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            problems.append(f"{name} sha256 differs from the manifest")
-            continue
-        key = store.key_for(table, checkpoint_id, manifest)
-        if key is not None:
-            data = decrypt(key, data, associated=f"{table}/{checkpoint_id}/{name}".encode())
-        rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-        if rows != entry["rows"]:
-            problems.append(f"{name} holds {rows} rows, the manifest says {entry['rows']}")
-    if sum(e["rows"] for e in manifest["files"]) != manifest["rows"]:
-        problems.append("file row counts do not add up to the manifest's row count")
 
 
 def _producer_version() -> str:

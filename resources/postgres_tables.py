@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-import adbc_driver_manager
 import adbc_driver_manager.dbapi as dbapi
 import pyarrow as pa
 
@@ -151,12 +151,17 @@ def referenced_by(conn: dbapi.Connection, ref: TableRef) -> list[dict]:
         return [{"table": t, "name": n, "definition": d} for t, n, d in cur.fetchall()]
 
 
-def dump_schema(location: str, ref: TableRef, snapshot: str | None) -> dict[str, list[str]]:
-    """pg_dump's own description of the table, split into the statements before and after the rows."""
+def pg_dump_binary() -> str:
     binary = shutil.which("pg_dump")
     if binary is None:
         raise SchemaDumpError("pg_dump is not installed: it is needed to capture the table's schema objects "
                               "(install the PostgreSQL client of the server's major version)")
+    return binary
+
+
+def dump_schema(location: str, ref: TableRef, snapshot: str | None) -> dict[str, list[str]]:
+    """pg_dump's own description of the table, split into the statements before and after the rows."""
+    binary = pg_dump_binary()
     dsn, env = _without_password(location)
     pattern = f"{_pattern_part(ref.schema)}.{_pattern_part(ref.name)}"
     sections = {}
@@ -190,12 +195,19 @@ def _without_password(location: str) -> tuple[str, dict]:
 
 
 @contextmanager
-def snapshot(conn: dbapi.Connection) -> Iterator[str]:
-    """One REPEATABLE READ transaction, exported so pg_dump (and other tables) read the same snapshot."""
+def snapshot(conn: dbapi.Connection, imported: str | None = None) -> Iterator[str]:
+    """One REPEATABLE READ transaction, exported so pg_dump and other connections read the same snapshot (or
+    reading the `imported` one another connection exported)."""
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT pg_export_snapshot()")
-        name = cur.fetchone()[0]
+        if imported is not None:
+            if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+-[0-9]+", imported):
+                raise ValueError(f"not a snapshot id: {imported!r}")
+            cur.execute(f"SET TRANSACTION SNAPSHOT '{imported}'")
+            name = imported
+        else:
+            cur.execute("SELECT pg_export_snapshot()")
+            name = cur.fetchone()[0]
     try:
         yield name
     finally:
@@ -207,7 +219,9 @@ def snapshot(conn: dbapi.Connection) -> Iterator[str]:
 
 def load_rows(conn: dbapi.Connection, target: TableRef, cols: list[dict], reader: pa.RecordBatchReader,
               staging: str) -> None:
-    """Stage the carried columns in a temporary table, then cast each back to its type into `target`."""
+    """Stage the carried columns in a temporary table, then cast each back to its type into `target`.
+    (Measured: computing the fingerprint from the INSERT's RETURNING rows is slower than reading the table
+    again, because the returned rows are materialised.)"""
     carried = [c for c in cols if c["travel"] != "generated"]
     with conn.cursor() as cur:
         cur.adbc_ingest(staging, reader, mode="create", temporary=True)
@@ -239,7 +253,7 @@ def create_columns_only(conn: dbapi.Connection, target: TableRef, cols: list[dic
 
 
 def run_statements(conn: dbapi.Connection, statements: list[str], forgiving: re.Pattern | None = None) -> list[str]:
-    """Run schema statements in order; one that `forgiving` matches may fail (inside a savepoint) and
+    """Run schema statements in order; one that `forgiving` matches may fail (undone by itself) and
     becomes a warning; any other failure fails the restore."""
     warnings = []
     with conn.cursor() as cur:
@@ -254,14 +268,18 @@ def run_statements(conn: dbapi.Connection, statements: list[str], forgiving: re.
 
 
 def _try(cur: dbapi.Cursor, statement: str) -> str | None:
-    cur.execute("SAVEPOINT aegis_step")
-    try:
-        cur.execute(statement)
-    except adbc_driver_manager.Error as exc:
-        cur.execute("ROLLBACK TO SAVEPOINT aegis_step")
-        return str(exc).splitlines()[0][:300]
-    cur.execute("RELEASE SAVEPOINT aegis_step")
-    return None
+    """Run one statement; when it fails, undo just it and return the database's message. The ADBC driver
+    refuses every statement after an error until the whole transaction is rolled back (a client-side SAVEPOINT
+    cannot help), so the statement runs inside a PL/pgSQL block whose exception handler is that savepoint."""
+    tag, outer = f"aegis_{secrets.token_hex(6)}", f"aegis_{secrets.token_hex(6)}"
+    if tag in statement or outer in statement:
+        raise ValueError("cannot quote the statement for a guarded run")
+    cur.execute("SELECT set_config('aegis.step_error', '', true)")
+    cur.execute(f"DO ${outer}$ BEGIN EXECUTE ${tag}${statement}${tag}$; EXCEPTION WHEN OTHERS THEN "
+                f"PERFORM set_config('aegis.step_error', SQLERRM, true); END ${outer}$")
+    cur.execute("SELECT current_setting('aegis.step_error', true)")
+    problem = cur.fetchone()[0]
+    return problem[:300] if problem else None
 
 
 def restore_sequences(conn: dbapi.Connection, target: TableRef, sequences: list[dict]) -> None:
@@ -279,15 +297,18 @@ def restore_sequences(conn: dbapi.Connection, target: TableRef, sequences: list[
                         parameters=[entry["sequence"]])
 
 
-def restore_referencing_keys(conn: dbapi.Connection, keys: list[dict]) -> list[str]:
+def restore_referencing_keys(conn: dbapi.Connection, keys: list[dict], restored: Sequence[str] = ()) -> list[str]:
     """Re-create the foreign keys other tables had onto this one (they now point at what was set aside, or
-    were dropped by CASCADE); validated, or kept NOT VALID with a warning when rows there lost their parent."""
+    were dropped by CASCADE); validated, or kept NOT VALID with a warning when rows there lost their parent.
+    Tables in `restored` (restored in the same transaction) bring their own keys back and are skipped."""
     warnings = []
     with conn.cursor() as cur:
         for key in keys:
             if to_regclass_missing(cur, key["table"]):
                 warnings.append(f"{key['table']} no longer exists: its foreign key {key['name']} comes back "
                                 "when that table is restored")
+                continue
+            if any(_same_table(cur, key["table"], other) for other in restored):
                 continue
             name = quote_name(key["name"])
             cur.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
@@ -299,6 +320,11 @@ def restore_referencing_keys(conn: dbapi.Connection, keys: list[dict]) -> list[s
             if problem:
                 warnings.append(f"foreign key {key['name']} of {key['table']}: {problem}")
     return warnings
+
+
+def _same_table(cur: dbapi.Cursor, a: str, b: str) -> bool:
+    cur.execute("SELECT to_regclass($1) = to_regclass($2)", parameters=[a, b])
+    return bool(cur.fetchone()[0])
 
 
 def add_foreign_key(cur: dbapi.Cursor, statement: str) -> str | None:

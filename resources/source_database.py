@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from resources.adbc import adbc_connection
 from resources.identifiers import check_identifier, day_range_sql, quote
-from resources.table_capture import Captured, UnknownTableError, capture
+from resources.table_capture import Captured, UnknownTableError, capture, fingerprint
 from resources.table_refs import Resolution, TableRef, quote_name, resolve_protected
 from resources.table_restorer import Restorer, restoring
 from resources.urls import ParsedUrl, parse_url
@@ -114,6 +114,24 @@ class SourceDatabase(dg.ConfigurableResource):
             cur.execute("SELECT current_schema()")
             return found, cur.fetchone()[0]
 
+    def foreign_links(self) -> set[tuple[tuple[str, str], tuple[str, str]]]:
+        """Every foreign key between two different tables, as ((schema, table), (schema, referenced table))."""
+        with self.connect() as conn, conn.cursor() as cur:
+            if self.kind == "sqlite":
+                cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                names = {r[0].lower(): r[0] for r in cur.fetchall()}  # SQLite matches names case-insensitively
+                cur.execute("SELECT m.name, f.\"table\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f "
+                            "WHERE m.type = 'table'")
+                return {(("main", child), ("main", names.get(parent.lower(), parent)))
+                        for child, parent in cur.fetchall() if child != names.get(parent.lower(), parent)}
+            cur.execute("SELECT cn.nspname, c.relname, pn.nspname, p.relname FROM pg_catalog.pg_constraint k "
+                        "JOIN pg_catalog.pg_class c ON c.oid = k.conrelid "
+                        "JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace "
+                        "JOIN pg_catalog.pg_class p ON p.oid = k.confrelid "
+                        "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace "
+                        "WHERE k.contype = 'f' AND k.conrelid <> k.confrelid")
+            return {((a, b), (c, d)) for a, b, c, d in cur.fetchall()}
+
     def protected(self, spec: str | None) -> Resolution:
         """The tables AEGIS_PROTECTED_TABLES names (see `resources/table_refs.py`)."""
         existing, default = self.catalogue()
@@ -124,6 +142,10 @@ class SourceDatabase(dg.ConfigurableResource):
         """Tables for a checkpoint, from one snapshot (see `resources/table_capture.py`)."""
         with capture(self.parsed, self.ENV_VAR, refs) as captured:
             yield captured
+
+    def fingerprint(self, ref: TableRef) -> tuple[int, str]:
+        """Row count and the database's fingerprint of a table now (as a checkpoint records them)."""
+        return fingerprint(self.parsed, self.ENV_VAR, ref)
 
     @contextmanager
     def restoring(self) -> Iterator[Restorer]:

@@ -5,6 +5,7 @@ and `sqlite_tables.py`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,14 +26,35 @@ class UnknownTableError(LookupError):
 
 @dataclass
 class Captured:
-    """One table as the snapshot holds it. `batches()` streams its rows while the snapshot is open."""
+    """One table as the snapshot holds it. `batches()` streams its rows while the snapshot is open; its row
+    count, fingerprint and schema objects may still be being computed beside the stream (futures)."""
 
     ref: TableRef
-    definition: dict  # the manifest's "source": kind, table, columns and how each travels, schema objects
+    partial: dict  # the manifest's "source" (kind, table, columns and how each travels, …) but its objects
     schema: pa.Schema
-    rows: int
-    fingerprint: str
+    counted: Future  # (rows, fingerprint), computed by the database on the same snapshot
     batches: Callable[[], Iterator[pa.RecordBatch]]
+    objects: Future | None = None  # the schema objects, when they are still being dumped
+
+    @property
+    def rows(self) -> int:
+        return self.counted.result()[0]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.counted.result()[1]
+
+    @property
+    def definition(self) -> dict:
+        if self.objects is not None:
+            self.partial["objects"], self.objects = self.objects.result(), None
+        return self.partial
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 @contextmanager
@@ -58,10 +80,10 @@ def _capture_sqlite(parsed: ParsedUrl, refs: Sequence[TableRef]) -> Iterator[dic
             if objects["table"] is None:
                 raise UnknownTableError(f"table {ref.label!r} does not exist in the source database")
             cols = lite.columns(conn, ref, objects["table"])
-            rows, fingerprint = lite.fingerprint(conn, ref.sql, cols)
+            counted = _done(lite.fingerprint(conn, ref.sql, cols))
             definition = {"kind": "sqlite", "table": ref.to_json(), "columns": cols, "objects": objects,
                           "fingerprint_algorithm": lite.FINGERPRINT_ALGORITHM}
-            captured[ref.id] = Captured(ref, definition, lite.arrow_schema(cols), rows, fingerprint,
+            captured[ref.id] = Captured(ref, definition, lite.arrow_schema(cols), counted,
                                         lambda ref=ref, cols=cols: lite.read_batches(conn, ref, cols))
         yield captured
     finally:
@@ -71,10 +93,13 @@ def _capture_sqlite(parsed: ParsedUrl, refs: Sequence[TableRef]) -> Iterator[dic
 
 @contextmanager
 def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]) -> Iterator[dict[str, Captured]]:
+    """The rows stream on this connection while other connections importing the same exported snapshot count
+    and fingerprint them and `pg_dump` describes their schema: one consistent state, read in parallel."""
     with adbc_connection(parsed, variable) as conn:
         default = pg.open_session(conn)
         refs = [r.in_schema(default) for r in refs]
-        with pg.snapshot(conn) as snapshot_name:
+        pg.pg_dump_binary()  # its absence fails here, before anything is written
+        with pg.snapshot(conn) as snapshot_name, ThreadPoolExecutor(max_workers=2) as helpers:
             plans = {}
             for ref in refs:
                 with conn.cursor() as cur:
@@ -84,16 +109,49 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
             captured = {}
             for ref in refs:
                 cols = plans[ref.id]
-                rows, fingerprint = pg.fingerprint(conn, ref.sql)
+                counted = helpers.submit(_fingerprint_in_snapshot, parsed, variable, snapshot_name, ref)
+                objects = helpers.submit(pg.dump_schema, parsed.location, ref, snapshot_name)
                 definition = {"kind": "postgres", "table": ref.to_json(), "columns": cols,
-                              "objects": pg.dump_schema(parsed.location, ref, snapshot_name),
                               "sequences": pg.owned_sequences(conn, ref),
                               "referenced_by": pg.referenced_by(conn, ref),
                               "fingerprint_algorithm": pg.FINGERPRINT_ALGORITHM}
                 schema = _postgres_schema(conn, ref, cols)
-                captured[ref.id] = Captured(ref, definition, schema, rows, fingerprint,
-                                            lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols))
-            yield captured
+                captured[ref.id] = Captured(ref, definition, schema, counted,
+                                            lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols), objects)
+            try:
+                yield captured
+            finally:
+                for entry in captured.values():  # the snapshot must outlive every reader of it
+                    for future in (entry.counted, entry.objects):
+                        if future is not None and not future.cancel():
+                            future.exception()
+
+
+def _fingerprint_in_snapshot(parsed: ParsedUrl, variable: str, snapshot_name: str, ref: TableRef) -> tuple[int, str]:
+    with adbc_connection(parsed, variable) as conn:
+        pg.open_session(conn)
+        with pg.snapshot(conn, imported=snapshot_name):
+            return pg.fingerprint(conn, ref.sql)
+
+
+def fingerprint(parsed: ParsedUrl, variable: str, ref: TableRef) -> tuple[int, str]:
+    """Row count and fingerprint of a table as it is now, computed as a checkpoint computes them."""
+    if parsed.scheme == "sqlite":
+        conn = lite.connect(absolute(parsed.location))
+        try:
+            ref = ref.in_schema("main")
+            objects = lite.schema_objects(conn, ref)
+            if objects["table"] is None:
+                raise UnknownTableError(f"table {ref.label!r} does not exist in the source database")
+            return lite.fingerprint(conn, ref.sql, lite.columns(conn, ref, objects["table"]))
+        finally:
+            conn.close()
+    with adbc_connection(parsed, variable) as conn:
+        ref = ref.in_schema(pg.open_session(conn))
+        with conn.cursor() as cur:
+            if pg.to_regclass_missing(cur, ref.sql):
+                raise UnknownTableError(f"table {ref.label!r} does not exist in the source database")
+        return pg.fingerprint(conn, ref.sql)
 
 
 def _postgres_schema(conn, ref: TableRef, cols: list[dict]) -> pa.Schema:

@@ -115,11 +115,11 @@ def parse_spec(spec: str | None) -> list[str]:
     return items or list(PLATFORM_TABLES)
 
 
-def _split(item: str, default: str) -> tuple[str, str]:
+def split_name(item: str, default: str, variable: str = PROTECTED_VAR) -> tuple[str, str]:
     """`schema.table` → both; a bare name → the default schema. A name holding a dot is written `"a.b"`."""
     match = re.fullmatch(r'(?:("(?:[^"]|"")+"|[^."]+)\.)?("(?:[^"]|"")+"|[^"]+)', item)
     if not match:
-        raise ValueError(f"{PROTECTED_VAR}: cannot read {item!r}: use table, schema.table or a pattern")
+        raise ValueError(f"{variable}: cannot read {item!r}: use table, schema.table or a pattern")
     schema, table = match.group(1), match.group(2)
     return (_unquote(schema) if schema else default), _unquote(table)
 
@@ -137,7 +137,7 @@ def resolve_protected(spec: str | None, existing: Iterable[tuple[str, str]], def
     empty: list[str] = []
     for item in parse_spec(spec):
         exclude = item.startswith("-")
-        schema, table = _split(item[1:] if exclude else item, default_schema)
+        schema, table = split_name(item[1:] if exclude else item, default_schema)
         if exclude:
             excluded.append((schema, table))
         elif _PATTERN.search(schema) or _PATTERN.search(table):

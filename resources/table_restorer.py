@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -90,8 +90,9 @@ class Restorer:
             return lite.fingerprint(self.conn, target.sql, definition["columns"])
         return pg.fingerprint(self.conn, target.sql)
 
-    def complete(self, definition: dict, target: TableRef, in_place: bool) -> None:
-        """What follows the rows: indexes always; the rest only for the table in its own place."""
+    def complete(self, definition: dict, target: TableRef, in_place: bool, together: Sequence[TableRef] = ()) -> None:
+        """What follows the rows: indexes always; the rest only for the table in its own place. `together`:
+        the other tables restored in this transaction (they add their own foreign keys onto this one)."""
         objects = definition["objects"]
         if self.kind == "sqlite":
             for ddl in objects["indexes"]:
@@ -111,7 +112,8 @@ class Restorer:
                 if problem := pg.add_foreign_key(cur, statement):
                     self.warnings.append(f"{statement.splitlines()[0][:120]}: {problem}")
         pg.restore_sequences(self.conn, target, definition["sequences"])
-        self.warnings += pg.restore_referencing_keys(self.conn, definition["referenced_by"])
+        self.warnings += pg.restore_referencing_keys(self.conn, definition["referenced_by"],
+                                                     [t.sql for t in together])
 
     def commit(self) -> None:
         self.conn.commit()
