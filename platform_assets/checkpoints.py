@@ -1,4 +1,5 @@
-"""checkpoints/<table>: an exact, verified backup of each protected table, every hour (RPO < 1 h).
+"""checkpoints/<table>: an exact, verified backup of each protected table, every hour (RPO < 1 h). The
+tables of a consistency group are read from one snapshot and share a checkpoint id.
 
 Each materialisation takes a checkpoint, applies retention, lists every kept checkpoint (time, rows,
 bytes, last verification, why retention keeps it) and keeps the `restore_<table>` job's partitions — one
@@ -12,10 +13,12 @@ import dagster as dg
 
 from platform_assets.metadata import stopwatch
 from platform_assets.partitions import checkpoint_partitions
-from platform_assets.protected import PROTECTED
+from platform_assets.protected import GROUPS
 from platform_assets.safeguard import asides_of, expired_asides
 from platform_assets.tables import SOURCE_TABLES
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.checkpoint_format import new_checkpoint_id
+from resources.consistency_groups import ConsistencyGroup
 from resources.table_refs import TableRef, safe_component
 
 
@@ -59,72 +62,87 @@ def sync_partitions(instance: dg.DagsterInstance, table: str, kept: list[str]) -
         instance.delete_dynamic_partition(name, gone)
 
 
-def _checkpoint_asset(ref: TableRef) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["checkpoints", *ref.key_path])
-    table = ref.id
-    platform_table = ref.schema is None and ref.name in SOURCE_TABLES
-
-    @dg.asset(
-        key=key,
-        deps=[dg.AssetKey(["source", ref.name])] if platform_table else [],
+def _checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
+    """`checkpoints/<table>` for every table of a consistency group, with its blocking `checkpoint_verified`
+    check: the tables selected in a run are read from one snapshot and share one checkpoint id."""
+    keys = {ref.id: dg.AssetKey(["checkpoints", *ref.key_path]) for ref in group.members}
+    together = (f" Checkpointed from one snapshot with {', '.join(m.label for m in group.members)} (same "
+                "checkpoint id), so they can be restored together." if len(group.members) > 1 else "")
+    specs = [dg.AssetSpec(
+        keys[ref.id],
+        deps=[dg.AssetKey(["source", ref.name])] if ref.schema is None and ref.name in SOURCE_TABLES else [],
         group_name="checkpoints",
         kinds={"parquet"},
         description=f"Checkpoint: an exact point-in-time copy of the whole {ref.label} table — every value with "
         "its type, every schema object, a fingerprint the database computed (checksummed Parquet and a sealed "
         "manifest, optionally encrypted), verified in full by its blocking check. The metadata lists every "
-        f"kept checkpoint; restore one with the restore_{ref.flat_id} job (one partition per checkpoint).",
+        f"kept checkpoint; restore one with the restore_{ref.flat_id} job (one partition per checkpoint)."
+        + together,
+    ) for ref in group.members]
+    checks = [dg.AssetCheckSpec("checkpoint_verified", asset=keys[ref.id], blocking=True,
+                                description="Full verification of the checkpoint this run wrote: manifest seal, "
+                                "sha256 of every file and Parquet row counts.") for ref in group.members]
+
+    @dg.multi_asset(name=f"checkpoints__{group.op_id}", specs=specs, check_specs=checks,
+                    can_subset=len(group.members) > 1)
+    def _assets(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
+                checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
+        refs = [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys]
+        checkpoint_id = new_checkpoint_id()
+        with stopwatch() as clock, source_db.capture(refs) as captured:
+            manifests = {ref.id: checkpoints.write_captured(captured[ref.id], checkpoint_id, list(captured.values()))
+                         for ref in refs}
+        for ref in refs:
+            yield from _kept_in_order(context, config, source_db, checkpoints, recovery_policy, ref,
+                                      manifests[ref.id], clock["seconds"])
+
+    return _assets
+
+
+def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
+                   checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy, ref: TableRef, manifest: dict,
+                   seconds: float):
+    """After a checkpoint of `ref` is written: retention, the restore job's partitions, crashed writes, tables
+    set aside long ago; then the materialisation and the verification of what was written."""
+    table, key = ref.id, dg.AssetKey(["checkpoints", *ref.key_path])
+    reasons = checkpoints.retention(table, config.keep_last, dt.timedelta(days=config.keep_days))
+    expired = checkpoints.expire(table, reasons)
+    sync_partitions(context.instance, table, [i for i, reason in reasons.items() if reason])
+    orphans = checkpoints.collect_garbage(table, dry_run=not config.collect_garbage)
+    if orphans:
+        context.log.warning(f"{len(orphans)} unfinished checkpoint(s) of {table} left by crashed writes"
+                            + (" were deleted" if config.collect_garbage else ": run with collect_garbage"))
+    dropped, kept_aside = _expire_replaced_tables(context, source_db, ref, recovery_policy)
+    context.log.info(f"checkpoint {manifest['id']} of {table}: {manifest['rows']} rows")
+    yield dg.MaterializeResult(asset_key=key, metadata={
+        "checkpoint_id": dg.MetadataValue.text(manifest["id"]),
+        "dagster/row_count": dg.MetadataValue.int(manifest["rows"]),
+        "bytes": dg.MetadataValue.int(sum(f["bytes"] for f in manifest["files"])),
+        "files": dg.MetadataValue.int(len(manifest["files"])),
+        "seconds": dg.MetadataValue.float(seconds),
+        "fingerprint": dg.MetadataValue.text(manifest["fingerprint"]["value"]),
+        "codec": dg.MetadataValue.text(manifest["codec"]),
+        "encryption": dg.MetadataValue.text(
+            f"{manifest['encryption']['algorithm']} key {manifest['encryption']['key_id']}"
+            if manifest["encryption"] else "none"),
+        "consistency_group": dg.MetadataValue.text(
+            " + ".join(manifest["consistency_group"]["tables"]) if manifest["consistency_group"] else "none"),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c["name"], c["type"], description=f"carried as {c['travel']}")
+                     for c in manifest["columns"]]),
+        "schema_objects": dg.MetadataValue.int(_schema_objects(manifest["source"])),
+        "kept_checkpoints": checkpoint_table(checkpoints, table, [i for i, r in reasons.items() if r], reasons),
+        "expired_by_retention": dg.MetadataValue.int(len(expired)),
+        "orphans": dg.MetadataValue.int(len(orphans)),
+        "replaced_tables_kept": dg.MetadataValue.json(kept_aside),
+        "replaced_tables_dropped": dg.MetadataValue.json(dropped),
+    })
+    result = checkpoints.verify(table, manifest["id"], "full")
+    yield dg.AssetCheckResult(
+        asset_key=key, check_name="checkpoint_verified", passed=result.ok, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"checkpoint_id": manifest["id"], "level": result.level, "seconds": result.seconds,
+                  "problems": dg.MetadataValue.json(result.problems)},
     )
-    def _asset(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
-               checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy) -> dg.MaterializeResult:
-        with stopwatch() as clock, source_db.capture([ref]) as captured:
-            manifest = checkpoints.write_captured(captured[table])
-        keep_within = dt.timedelta(days=config.keep_days)
-        reasons = checkpoints.retention(table, config.keep_last, keep_within)
-        expired = checkpoints.expire(table, reasons)
-        sync_partitions(context.instance, table, [i for i, reason in reasons.items() if reason])
-        orphans = checkpoints.collect_garbage(table, dry_run=not config.collect_garbage)
-        if orphans:
-            context.log.warning(f"{len(orphans)} unfinished checkpoint(s) of {table} left by crashed writes"
-                                + (" were deleted" if config.collect_garbage else ": run with collect_garbage"))
-        dropped, kept_aside = _expire_replaced_tables(context, source_db, ref, recovery_policy)
-        context.log.info(f"checkpoint {manifest['id']} of {table}: {manifest['rows']} rows")
-        return dg.MaterializeResult(metadata={
-            "checkpoint_id": dg.MetadataValue.text(manifest["id"]),
-            "dagster/row_count": dg.MetadataValue.int(manifest["rows"]),
-            "bytes": dg.MetadataValue.int(sum(f["bytes"] for f in manifest["files"])),
-            "files": dg.MetadataValue.int(len(manifest["files"])),
-            "seconds": dg.MetadataValue.float(clock["seconds"]),
-            "fingerprint": dg.MetadataValue.text(manifest["fingerprint"]["value"]),
-            "codec": dg.MetadataValue.text(manifest["codec"]),
-            "encryption": dg.MetadataValue.text(
-                f"{manifest['encryption']['algorithm']} key {manifest['encryption']['key_id']}"
-                if manifest["encryption"] else "none"),
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c["name"], c["type"], description=f"carried as {c['travel']}")
-                         for c in manifest["columns"]]),
-            "schema_objects": dg.MetadataValue.int(_schema_objects(manifest["source"])),
-            "kept_checkpoints": checkpoint_table(checkpoints, table, [i for i, r in reasons.items() if r], reasons),
-            "expired_by_retention": dg.MetadataValue.int(len(expired)),
-            "orphans": dg.MetadataValue.int(len(orphans)),
-            "replaced_tables_kept": dg.MetadataValue.json(kept_aside),
-            "replaced_tables_dropped": dg.MetadataValue.json(dropped),
-        })
-
-    @dg.asset_check(asset=key, name="checkpoint_verified", blocking=True,
-                    description="Full verification of the checkpoint just written: manifest seal, "
-                    "sha256 of every file and Parquet row counts.")
-    def _verified(context: dg.AssetCheckExecutionContext, checkpoints: CheckpointStore) -> dg.AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(key)
-        checkpoint_id = event.asset_materialization.metadata["checkpoint_id"].value
-        result = checkpoints.verify(table, checkpoint_id, "full")
-        return dg.AssetCheckResult(
-            passed=result.ok,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"checkpoint_id": checkpoint_id, "level": result.level, "seconds": result.seconds,
-                      "problems": dg.MetadataValue.json(result.problems)},
-        )
-
-    return [_asset, _verified]
 
 
 def _schema_objects(source: dict) -> int:
@@ -154,6 +172,4 @@ def _expire_replaced_tables(context: dg.AssetExecutionContext, source_db: Source
     return dropped, [name for name in asides_of(tables, prefix) if name not in dropped]
 
 
-_built = [_checkpoint_asset(ref) for ref in PROTECTED]
-assets = [asset for asset, _ in _built]
-checks = [check for _, check in _built]
+assets = [_checkpoint_assets(group) for group in GROUPS]

@@ -4,7 +4,7 @@ sensors and resources."""
 import dagster as dg
 
 from platform_assets import bronze, checkpoints, gold, quality, recovery, reports, serving, silver, source
-from platform_assets.protected import PROTECTED, RESOLUTION
+from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, recovery_job
@@ -13,9 +13,9 @@ from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
           *checkpoints.assets, *recovery.assets, recovery.recovery_log]
-asset_checks = [*quality.checks, *checkpoints.checks]
+asset_checks = quality.checks  # checkpoints verify what they wrote in their own step (check_specs)
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
-sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns),
+sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
            build_alert_sensor()]
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))

@@ -7,6 +7,8 @@
 - The `restore_<table>` job has one partition per kept checkpoint: pick one in the launchpad to restore
   exactly that checkpoint, beside the live table with `target_table`, without typing its id.
 - `dry_run: true` shows the plan and the verdict as an observation: it is not a materialisation.
+- The tables of a consistency group selected together are restored from one snapshot in one transaction
+  (`platform_assets/consistency.py`); one restored alone warns when its partners changed since.
 
 Every restore is written to the recovery log, shown per table here and across tables on `recovery_log`.
 """
@@ -16,11 +18,22 @@ import datetime as dt
 import dagster as dg
 
 from platform_assets.checkpoints import checkpoint_table
+from platform_assets.consistency import common_candidates, partners_changed
 from platform_assets.partitions import checkpoint_partitions
-from platform_assets.protected import PROTECTED
-from platform_assets.restoring import RestorePlan, plan_restore, record, restore
+from platform_assets.protected import GROUPS, PROTECTED
+from platform_assets.restoring import (
+    Part,
+    RestoreOutcome,
+    RestorePlan,
+    original_name,
+    plan_restore,
+    record,
+    restore,
+    restore_group,
+)
 from platform_assets.safeguard import PREFIX_LENGTH, Verdict, aside_name, judge, measure_loss, refusal_message
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.consistency_groups import ConsistencyGroup
 from resources.table_refs import TableRef, safe_component
 
 RECOVERY_LOG = dg.AssetKey("recovery_log")
@@ -72,90 +85,161 @@ def _swept_up(context: dg.AssetExecutionContext) -> bool:
     return any(key.path[0] != "recovery" for key in selection)
 
 
-def _recovery_asset(ref: TableRef) -> dg.AssetsDefinition:
-    table = ref.id
-
-    @dg.asset(
-        key=["recovery", *ref.key_path],
+def _recovery_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
+    """`recovery/<table>` for every table of a consistency group. Selected alone, a table is restored by
+    itself (with a warning when its partners changed since the checkpoint); selected together, the tables
+    are restored from one snapshot in one transaction."""
+    keys = {ref.id: dg.AssetKey(["recovery", *ref.key_path]) for ref in group.members}
+    together = (f" Consistency group {group.label}: select them together to restore them from one snapshot in "
+                "one transaction." if len(group.members) > 1 else "")
+    specs = [dg.AssetSpec(
+        keys[ref.id],
         deps=[dg.AssetKey(["checkpoints", *ref.key_path])],
         group_name="recovery",
         kinds={"sqlite", "postgres"},
-        output_required=False,  # a dry run or a skipped refusal materialises nothing
+        skippable=True,  # a dry run or a skipped refusal materialises nothing
         description=f"Restore: puts {ref.label} back from a checkpoint exactly as it was — values, types, "
         "constraints, indexes, triggers, grants, policies — never discarding data (verify, create, load, "
         "compare with the database's own fingerprint, complete the schema, commit once, audit).\n\n"
         "Materialize restores the newest checkpoint that verifies. A present, healthy table is not replaced "
         "unless the run config says replace_live_table: true; a replaced table is kept aside as "
         f"{safe_component(ref.name)[:PREFIX_LENGTH]}__replaced_YYYYMMDD_HHMMSS. To pick an older checkpoint, "
-        f"launch the restore_{ref.flat_id} job for its "
-        "partition. Run config: target_table (restore beside it), replace_live_table, dry_run, checkpoint_id, "
-        "as_of.",
-    )
-    def _asset(context: dg.AssetExecutionContext, config: RestoreConfig, source_db: SourceDatabase,
-               checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
-        started = dt.datetime.now(dt.UTC)
-        plan = plan_restore(checkpoints, table, config.checkpoint_id,
-                            _parse_time(config.as_of) if config.as_of else None, config.target_table)
-        place = ref.renamed(plan.target)
-        target_rows = source_db.count(place) if source_db.table_exists(place) else None
-        newest = checkpoints.newest_manifest(table)
-        verdict = judge(table, plan.target, target_rows, newest["rows"] if newest else None, recovery_policy,
-                        config.replace_live_table)
-        if config.dry_run:
-            _observe(context, f"dry run: would {verdict.action} {plan.target} ({verdict.reason})",
-                     plan=checkpoint_table(checkpoints, table, plan.candidates))
+        f"launch the restore_{ref.flat_id} job for its partition. Run config: target_table (restore beside "
+        "it), replace_live_table, dry_run, checkpoint_id, as_of." + together,
+    ) for ref in group.members]
+
+    @dg.multi_asset(name=f"recovery__{group.op_id}", specs=specs, can_subset=len(group.members) > 1)
+    def _assets(context: dg.AssetExecutionContext, config: RestoreConfig, source_db: SourceDatabase,
+                checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
+        refs = [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys]
+        if len(refs) == 1:
+            yield from _restore_alone(context, group, refs[0], config, source_db, checkpoints, recovery_policy)
+        else:
+            yield from _restore_together(context, group, group.completion_order(refs), config, source_db,
+                                         checkpoints, recovery_policy)
+
+    return _assets
+
+
+def _restore_alone(context: dg.AssetExecutionContext, group: ConsistencyGroup, ref: TableRef,
+                   config: RestoreConfig, source_db: SourceDatabase, checkpoints: CheckpointStore,
+                   policy: RecoveryPolicy):
+    table, key = ref.id, dg.AssetKey(["recovery", *ref.key_path])
+    started = dt.datetime.now(dt.UTC)
+    plan = plan_restore(checkpoints, table, config.checkpoint_id,
+                        _parse_time(config.as_of) if config.as_of else None, config.target_table)
+    verdict = _judge(checkpoints, source_db, ref, plan.target, config, policy)
+    if config.dry_run:
+        _observe(context, key, f"dry run: would {verdict.action} {plan.target} ({verdict.reason})",
+                 plan=checkpoint_table(checkpoints, table, plan.candidates))
+        return
+    if verdict.action == "refuse":
+        _refuse(context, key, checkpoints, source_db, plan, ref.renamed(plan.target), verdict, policy)
+        return
+    aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
+    outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning)
+    if plan.target == ref.name:
+        outcome.warnings += partners_changed(checkpoints, source_db, table, outcome.checkpoint_id,
+                                             group.partners([table]))
+    yield _report(context, checkpoints, ref, outcome, verdict, started, policy)
+
+
+def _restore_together(context: dg.AssetExecutionContext, group: ConsistencyGroup, refs: list[TableRef],
+                      config: RestoreConfig, source_db: SourceDatabase, checkpoints: CheckpointStore,
+                      policy: RecoveryPolicy):
+    """The selected tables of a group from one snapshot, in one transaction; refused as a whole when any of
+    them may not be replaced."""
+    if config.target_table:
+        raise dg.Failure(description="target_table restores one table beside the live one: select a single "
+                         f"recovery asset (this run selected {', '.join(r.label for r in refs)})",
+                         allow_retries=False)
+    started = dt.datetime.now(dt.UTC)
+    ids = [ref.id for ref in refs]
+    candidates = common_candidates(checkpoints, ids, config.checkpoint_id,
+                                   _parse_time(config.as_of) if config.as_of else None)
+    plans = {ref.id: RestorePlan(ref.id, original_name(checkpoints, ref.id, candidates), candidates,
+                                 explicit=bool(config.checkpoint_id)) for ref in refs}
+    verdicts = {ref.id: _judge(checkpoints, source_db, ref, plans[ref.id].target, config, policy) for ref in refs}
+    if config.dry_run:
+        for ref in refs:
+            _observe(context, dg.AssetKey(["recovery", *ref.key_path]),
+                     f"dry run: would {verdicts[ref.id].action} {plans[ref.id].target} ({verdicts[ref.id].reason}) "
+                     f"together with {', '.join(r.label for r in refs if r != ref)} from checkpoint {candidates[0]}",
+                     plan=checkpoint_table(checkpoints, ref.id, candidates))
+        return
+    for ref in refs:
+        if verdicts[ref.id].action == "refuse":
+            context.log.warning(f"nothing of {group.label} is restored: {ref.label} may not be replaced")
+            _refuse(context, dg.AssetKey(["recovery", *ref.key_path]), checkpoints, source_db, plans[ref.id],
+                    ref.renamed(plans[ref.id].target), verdicts[ref.id], policy)
             return
-        if verdict.action == "refuse":
-            _refuse(context, checkpoints, source_db, plan, place, verdict, recovery_policy)
-            return
-
-        aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
-        outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning)
-        if outcome.kept_aside:
-            keep_until = started + dt.timedelta(days=recovery_policy.keep_replaced_days)
-            outcome.kept_aside["keep_until"] = keep_until.isoformat()
-            context.log.warning(f"{plan.target} ({outcome.kept_aside['rows']:,} rows) was kept aside as "
-                                f"{outcome.kept_aside['table']} until {keep_until:%Y-%m-%d %H:%M} UTC")
-        tags = context.run.tags
-        timings = {f"{step}_seconds": seconds for step, seconds in outcome.seconds.items()}
-        if "aegis/detected_at" in tags:
-            detected = dt.datetime.fromisoformat(tags["aegis/detected_at"])
-            timings["launch_seconds"] = round((started - detected).total_seconds(), 3)
-            timings["detection_to_restored_seconds"] = round((dt.datetime.now(dt.UTC) - detected).total_seconds(), 3)
-        entry = record(checkpoints, outcome, run_id=context.run_id, trigger=tags.get("aegis/trigger", "manual"),
-                       detected_at=tags.get("aegis/detected_at"), timings=timings, verdict=verdict.reason,
-                       kept_aside=outcome.kept_aside)
-        context.log.info(f"restored {outcome.rows} rows of {table} into {outcome.target} from "
-                         f"{outcome.checkpoint_id} ({timings})")
-        context.log_event(dg.AssetMaterialization(asset_key=RECOVERY_LOG, metadata={
-            "restores": recovery_log_table(checkpoints.audit_log_all(LOG_ROWS)),
-            "latest": dg.MetadataValue.text(f"{table} from {outcome.checkpoint_id} ({entry['trigger']})")}))
-        for warning in outcome.warnings:
-            context.log.warning(f"restored {ref.label}, but: {warning}")
-        yield dg.MaterializeResult(metadata={
-            "checkpoint_id": outcome.checkpoint_id,
-            "schema_warnings": dg.MetadataValue.json(outcome.warnings),
-            "target_table": outcome.target,
-            "dagster/row_count": dg.MetadataValue.int(outcome.rows),
-            "fingerprint_verified": dg.MetadataValue.text(outcome.fingerprint),
-            "fallbacks": dg.MetadataValue.json(outcome.failed_attempts),
-            "trigger": entry["trigger"],
-            "why": dg.MetadataValue.text(verdict.reason),
-            "kept_aside": dg.MetadataValue.text(entry["kept_aside"]["table"] if entry["kept_aside"] else "nothing"),
-            **{name: dg.MetadataValue.float(value) for name, value in timings.items()},
-            "recovery_log": recovery_log_table(checkpoints.audit_log(table, LOG_ROWS)),
-        })
-
-    return _asset
+    parts = [Part(ref.id, plans[ref.id].target, aside_name(safe_component(plans[ref.id].target), started)
+                  if verdicts[ref.id].action == "replace" else None) for ref in refs]
+    outcomes = restore_group(checkpoints, source_db, parts, candidates, bool(config.checkpoint_id),
+                             log=context.log.warning)
+    for ref, outcome in zip(refs, outcomes, strict=True):
+        outcome.warnings += partners_changed(checkpoints, source_db, ref.id, outcome.checkpoint_id,
+                                             group.partners(ids))
+        yield _report(context, checkpoints, ref, outcome, verdicts[ref.id], started, policy)
 
 
-def _observe(context: dg.AssetExecutionContext, summary: str, **metadata) -> None:
+def _judge(checkpoints: CheckpointStore, source_db: SourceDatabase, ref: TableRef, target: str,
+           config: RestoreConfig, policy: RecoveryPolicy) -> Verdict:
+    place = ref.renamed(target)
+    target_rows = source_db.count(place) if source_db.table_exists(place) else None
+    newest = checkpoints.newest_manifest(ref.id)
+    return judge(ref.id, target, target_rows, newest["rows"] if newest else None, policy, config.replace_live_table)
+
+
+def _report(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, ref: TableRef,
+            outcome: RestoreOutcome, verdict: Verdict, started: dt.datetime,
+            policy: RecoveryPolicy) -> dg.MaterializeResult:
+    """Log, audit and describe one table's completed restore."""
+    table = ref.id
+    if outcome.kept_aside:
+        keep_until = started + dt.timedelta(days=policy.keep_replaced_days)
+        outcome.kept_aside["keep_until"] = keep_until.isoformat()
+        context.log.warning(f"{outcome.target} ({outcome.kept_aside['rows']:,} rows) was kept aside as "
+                            f"{outcome.kept_aside['table']} until {keep_until:%Y-%m-%d %H:%M} UTC")
+    tags = context.run.tags
+    timings = {f"{step}_seconds": seconds for step, seconds in outcome.seconds.items()}
+    if "aegis/detected_at" in tags:
+        detected = dt.datetime.fromisoformat(tags["aegis/detected_at"])
+        timings["launch_seconds"] = round((started - detected).total_seconds(), 3)
+        timings["detection_to_restored_seconds"] = round((dt.datetime.now(dt.UTC) - detected).total_seconds(), 3)
+    entry = record(checkpoints, outcome, run_id=context.run_id, trigger=tags.get("aegis/trigger", "manual"),
+                   detected_at=tags.get("aegis/detected_at"), timings=timings, verdict=verdict.reason,
+                   kept_aside=outcome.kept_aside)
+    context.log.info(f"restored {outcome.rows} rows of {table} into {outcome.target} from "
+                     f"{outcome.checkpoint_id} ({timings})")
+    context.log_event(dg.AssetMaterialization(asset_key=RECOVERY_LOG, metadata={
+        "restores": recovery_log_table(checkpoints.audit_log_all(LOG_ROWS)),
+        "latest": dg.MetadataValue.text(f"{table} from {outcome.checkpoint_id} ({entry['trigger']})")}))
+    for warning in outcome.warnings:
+        context.log.warning(f"restored {ref.label}, but: {warning}")
+    return dg.MaterializeResult(asset_key=dg.AssetKey(["recovery", *ref.key_path]), metadata={
+        "checkpoint_id": outcome.checkpoint_id,
+        "schema_warnings": dg.MetadataValue.json(outcome.warnings),
+        "target_table": outcome.target,
+        "dagster/row_count": dg.MetadataValue.int(outcome.rows),
+        "fingerprint_verified": dg.MetadataValue.text(outcome.fingerprint),
+        "fallbacks": dg.MetadataValue.json(outcome.failed_attempts),
+        "trigger": entry["trigger"],
+        "why": dg.MetadataValue.text(verdict.reason),
+        "kept_aside": dg.MetadataValue.text(entry["kept_aside"]["table"] if entry["kept_aside"] else "nothing"),
+        **{name: dg.MetadataValue.float(value) for name, value in timings.items()},
+        "recovery_log": recovery_log_table(checkpoints.audit_log(table, LOG_ROWS)),
+    })
+
+
+def _observe(context: dg.AssetExecutionContext, key: dg.AssetKey, summary: str, **metadata) -> None:
     context.log.info(summary)
-    context.log_event(dg.AssetObservation(asset_key=context.asset_key, description=summary,
+    context.log_event(dg.AssetObservation(asset_key=key, description=summary,
                                           metadata={"summary": dg.MetadataValue.md(summary), **metadata}))
 
 
-def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, source_db: SourceDatabase,
+def _refuse(context: dg.AssetExecutionContext, key: dg.AssetKey, checkpoints: CheckpointStore,
+            source_db: SourceDatabase,
             plan: RestorePlan, place: TableRef, verdict: Verdict, policy: RecoveryPolicy) -> None:
     """Say what would be lost and how to proceed; fail the run unless this restore was only swept up."""
     checkpoint_id, rows, loss = plan.candidates[0], None, None  # the checkpoint the restore would use first
@@ -170,16 +254,16 @@ def _refuse(context: dg.AssetExecutionContext, checkpoints: CheckpointStore, sou
     if loss is not None:
         metadata.update(checkpoint_rows=rows, live_rows=loss.live_rows, rows_lost_by_replacing=loss.only_live,
                         rows_brought_back=loss.only_checkpoint)
-    _observe(context, message, **metadata)
+    _observe(context, key, message, **metadata)
     if _swept_up(context):
         context.log.warning(f"skipped recovery/{plan.table}: {message}")
         return
     raise dg.Failure(description=message, metadata=metadata, allow_retries=False)
 
 
-def _restore_job(ref: TableRef):
+def _restore_job(ref: TableRef, group: ConsistencyGroup):
     partitions = checkpoint_partitions(ref.id)
-    op = f"recovery__{ref.flat_id}"
+    op = f"recovery__{group.op_id}"
     table = ref.label
     return dg.define_asset_job(
         f"restore_{ref.flat_id}", selection=[dg.AssetKey(["recovery", *ref.key_path])], partitions_def=partitions,
@@ -197,5 +281,5 @@ recovery_log = dg.AssetSpec(
     description="Recovery log: every restore of every table — when, trigger, table, checkpoint, rows, seconds "
     "per step, fallbacks and the table kept aside. Reported by each restore; not materialised by hand.",
 )
-assets = [_recovery_asset(ref) for ref in PROTECTED]
-jobs = [_restore_job(ref) for ref in PROTECTED]
+assets = [_recovery_assets(group) for group in GROUPS]
+jobs = [_restore_job(ref, group) for group in GROUPS for ref in group.members]

@@ -39,6 +39,15 @@ class RestoreFailedError(RuntimeError):
 
 
 @dataclass
+class Part:
+    """One table of a restore: its id, the name to restore it under, what to rename a table in the way to."""
+
+    table: str
+    target: str
+    aside: str | None = None
+
+
+@dataclass
 class RestorePlan:
     table: str
     target: str
@@ -74,11 +83,11 @@ def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None =
         if not candidates:
             when = f" taken at or before {as_of.isoformat()}" if as_of else ""
             raise CheckpointNotFoundError(f"no checkpoint of {table!r}{when} to restore from")
-    return RestorePlan(table, target_table or _original_name(store, table, candidates), candidates,
+    return RestorePlan(table, target_table or original_name(store, table, candidates), candidates,
                        explicit=bool(checkpoint_id))
 
 
-def _original_name(store: CheckpointStore, table: str, candidates: list[str]) -> str:
+def original_name(store: CheckpointStore, table: str, candidates: list[str]) -> str:
     """The table's name in the database, from the first readable manifest (ids may be slugs of it)."""
     for checkpoint_id in candidates:
         try:
@@ -92,49 +101,83 @@ def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan
             log: Callable[[str], None] = print) -> RestoreOutcome:
     """Try the plan's checkpoints in order until one restores completely. A table at the target is renamed
     `aside` in the restore's transaction; without `aside`, a present target fails the restore."""
+    return restore_group(store, source_db, [Part(plan.table, plan.target, aside)], plan.candidates, plan.explicit,
+                         log)[0]
+
+
+def restore_group(store: CheckpointStore, source_db: SourceDatabase, parts: list[Part], candidates: list[str],
+                  explicit: bool, log: Callable[[str], None] = print) -> list[RestoreOutcome]:
+    """Restore the parts together from the first of `candidates` (checkpoint ids every part has, newest
+    first) that restores completely; with `explicit`, only the first is tried."""
     failures: list[dict] = []
-    for checkpoint_id in plan.candidates:
+    label = " + ".join(p.table for p in parts)
+    for checkpoint_id in candidates:
         try:
-            outcome = restore_one(store, source_db, plan.table, plan.target, checkpoint_id, aside)
+            outcomes = restore_together(store, source_db, parts, checkpoint_id)
         except Exception as exc:  # noqa: BLE001 - any failure of one checkpoint means: try the previous one
             failures.append({"checkpoint_id": checkpoint_id, "error": f"{type(exc).__name__}: {exc}"})
-            log(f"checkpoint {checkpoint_id} of {plan.table} could not be restored ({exc}); "
-                f"the live table is untouched" + ("" if plan.explicit else ", trying the previous one"))
-            if plan.explicit:
+            log(f"checkpoint {checkpoint_id} of {label} could not be restored ({exc}); the live "
+                f"table{'s are' if len(parts) > 1 else ' is'} untouched"
+                + ("" if explicit else ", trying the previous one"))
+            if explicit:
                 break
             continue
-        outcome.failed_attempts = failures
-        return outcome
+        for outcome in outcomes:
+            outcome.failed_attempts = failures
+        return outcomes
     raise RestoreFailedError(
-        f"could not restore {plan.table!r} from any of {len(plan.candidates)} checkpoint(s); the live table "
-        f"was left as it was: " + "; ".join(f"{f['checkpoint_id']}: {f['error']}" for f in failures))
+        f"could not restore {label} from any of {len(candidates)} checkpoint(s); the live "
+        f"table{'s were' if len(parts) > 1 else ' was'} left as {'they were' if len(parts) > 1 else 'it was'}: "
+        + "; ".join(f"{f['checkpoint_id']}: {f['error']}" for f in failures))
 
 
 def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, target: str,
                 checkpoint_id: str, aside: str | None = None) -> RestoreOutcome:
-    seconds: dict[str, float] = {}
-    lease = store.lease(table, checkpoint_id)
+    return restore_together(store, source_db, [Part(table, target, aside)], checkpoint_id)[0]
+
+
+def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: list[Part],
+                     checkpoint_id: str) -> list[RestoreOutcome]:
+    """Restore every part from checkpoint `checkpoint_id` (of each table: one snapshot when the tables are a
+    consistency group) in one transaction. `parts` come in completion order: referenced tables first."""
+    seconds: dict[str, dict[str, float]] = {p.table: {} for p in parts}
+    leases = [store.lease(p.table, checkpoint_id) for p in parts]
     try:
-        with _timed(seconds, "verify"):
-            manifest = verify(store, table, checkpoint_id)
-        definition = manifest["source"]
-        original = TableRef.from_json(definition["table"])
-        place = original.renamed(target)
-        in_place = target == original.name
+        manifests = {}
+        for part in parts:
+            with _timed(seconds[part.table], "verify"):
+                manifests[part.table] = verify(store, part.table, checkpoint_id)
+        places = {p.table: TableRef.from_json(manifests[p.table]["source"]["table"]).renamed(p.target) for p in parts}
+        kept, fingerprints, warnings = {}, {}, {p.table: [] for p in parts}
         with source_db.restoring() as restorer:
-            with _timed(seconds, "load"):
-                kept = set_aside(restorer, place, aside)
-                restorer.create(definition, place, in_place)
-                load_rows(store, restorer, manifest, place)
-            with _timed(seconds, "compare"):
-                fingerprint = compare(restorer, manifest, place)
-            with _timed(seconds, "swap"):
-                restorer.complete(definition, place, in_place)
+            for part in parts:
+                manifest, place = manifests[part.table], places[part.table]
+                first = len(restorer.warnings)
+                with _timed(seconds[part.table], "load"):
+                    kept[part.table] = set_aside(restorer, place, part.aside)
+                    restorer.create(manifest["source"], place, _in_place(manifest, part))
+                    load_rows(store, restorer, manifest, place)
+                with _timed(seconds[part.table], "compare"):
+                    fingerprints[part.table] = compare(restorer, manifest, place)
+                warnings[part.table] += restorer.warnings[first:]
+            for part in parts:
+                first = len(restorer.warnings)
+                with _timed(seconds[part.table], "swap"):
+                    others = [places[p.table] for p in parts if p is not part]
+                    restorer.complete(manifests[part.table]["source"], places[part.table],
+                                      _in_place(manifests[part.table], part), others)
+                warnings[part.table] += restorer.warnings[first:]
+            with _timed(seconds[parts[-1].table], "swap"):
                 restorer.commit()
     finally:
-        store.release(lease)
-    return RestoreOutcome(table, target, checkpoint_id, manifest["rows"], fingerprint, seconds, kept_aside=kept,
-                          warnings=restorer.warnings)
+        for lease in leases:
+            store.release(lease)
+    return [RestoreOutcome(p.table, p.target, checkpoint_id, manifests[p.table]["rows"], fingerprints[p.table],
+                           seconds[p.table], kept_aside=kept[p.table], warnings=warnings[p.table]) for p in parts]
+
+
+def _in_place(manifest: dict, part: Part) -> bool:
+    return part.target == TableRef.from_json(manifest["source"]["table"]).name
 
 
 def set_aside(restorer: Restorer, place: TableRef, aside: str | None) -> dict | None:
@@ -191,4 +234,4 @@ def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
     try:
         yield
     finally:
-        seconds[step] = round(time.perf_counter() - started, 3)
+        seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - started, 3)

@@ -15,15 +15,18 @@ from collections.abc import Sequence
 import dagster as dg
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.consistency_groups import ConsistencyGroup, group_of
 from resources.table_refs import TableRef
 
 MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost
 
 
 def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy | None = None,
-                       empty_patterns: Sequence[str] = ()) -> dg.SensorDefinition:
+                       empty_patterns: Sequence[str] = (),
+                       groups: Sequence[ConsistencyGroup] = ()) -> dg.SensorDefinition:
     """Watch the protected `tables`; `empty_patterns` (patterns of AEGIS_PROTECTED_TABLES that matched no
-    table when the code location loaded) are named in every skip message."""
+    table when the code location loaded) are named in every skip message. Tables of one consistency group
+    lost at the same time are restored together, in one run."""
     policy = policy or RecoveryPolicy()
     unmatched = (f"; {', '.join(empty_patterns)} matched no table when the code location loaded "
                  "(reload it after creating one)") if empty_patterns else ""
@@ -57,9 +60,9 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                 if state["state"] != "missing":  # a new loss
                     state.update(state="missing", losses=state["losses"] + 1, detected_at=now, retries=0)
                     context.log.warning(f"protected table {table} is missing; requesting a restore")
-                    requests.append(_request(ref, f"restore-{ref.flat_id}-loss-{state['losses']}", state, "loss"))
+                    requests.append((ref, f"restore-{ref.flat_id}-loss-{state['losses']}", state, "loss"))
                 elif retry := _retry_key(context, f"restore-{ref.flat_id}-loss-{state['losses']}", state):
-                    requests.append(_request(ref, retry, state, "loss"))
+                    requests.append((ref, retry, state, "loss"))
                 else:
                     notes.append(f"{table}: missing, restore requested")
             else:
@@ -76,9 +79,9 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                         key = f"restore-{ref.flat_id}-shrink-{state['shrinks']}"
                         if state.get("requested") != key:
                             state["requested"] = key
-                            requests.append(_request(ref, key, state, "shrink"))
+                            requests.append((ref, key, state, "shrink"))
                         elif retry := _retry_key(context, key, state):
-                            requests.append(_request(ref, retry, state, "shrink"))
+                            requests.append((ref, retry, state, "shrink"))
                     else:
                         notes.append(f"{table}: shrunk to {rows:,} of {expected:,} rows (alerted; "
                                      "automatic restore on shrink is off)")
@@ -86,25 +89,39 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                     state.update(state="present", seen_at=now)
             cursor[table] = state
         if requests:
-            return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+            return dg.SensorResult(run_requests=_together(requests, groups), cursor=json.dumps(cursor))
         context.update_cursor(json.dumps(cursor))
         return dg.SkipReason(("; ".join(notes) or f"all {len(tables)} protected tables present") + unmatched)
 
     return source_table_watch
 
 
-def _request(ref: TableRef, key: str, state: dict, reason: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=key,
-        asset_selection=[dg.AssetKey(["recovery", *ref.key_path])],
-        tags={"aegis/trigger": "source_table_watch", "aegis/reason": reason, "aegis/restore_key": key,
-              "aegis/detected_at": state["detected_at"], "aegis/last_seen_at": state.get("seen_at") or ""},
-    )
+def _together(requests: list[tuple[TableRef, str, dict, str]],
+              groups: Sequence[ConsistencyGroup]) -> list[dg.RunRequest]:
+    """One run per table — or per consistency group, for its tables lost (or shrunk) in the same tick, so they
+    are restored together from one snapshot. Each table's state remembers the run key it was requested under."""
+    batches: dict[tuple, list] = {}
+    for ref, key, state, reason in requests:
+        group = group_of(groups, ref.id)
+        batches.setdefault((group.op_id if group else ref.id, reason), []).append((ref, key, state))
+    runs = []
+    for (_, reason), batch in batches.items():
+        run_key = "+".join(key for _, key, _ in batch)
+        for _, _, state in batch:
+            state["attempt"] = run_key
+        first = batch[0][2]
+        runs.append(dg.RunRequest(
+            run_key=run_key,
+            asset_selection=[dg.AssetKey(["recovery", *ref.key_path]) for ref, _, _ in batch],
+            tags={"aegis/trigger": "source_table_watch", "aegis/reason": reason, "aegis/restore_key": run_key,
+                  "aegis/detected_at": first["detected_at"], "aegis/last_seen_at": first.get("seen_at") or ""},
+        ))
+    return runs
 
 
 def _retry_key(context: dg.SensorEvaluationContext, key: str, state: dict) -> str | None:
     """A new run key when the last restore run for this loss failed and the table is still lost."""
-    attempt_key = key if not state.get("retries") else f"{key}-retry-{state['retries']}"
+    attempt_key = state.get("attempt") or (key if not state.get("retries") else f"{key}-retry-{state['retries']}")
     runs = context.instance.get_runs(dg.RunsFilter(tags={"aegis/restore_key": attempt_key}), limit=1)
     if runs and runs[0].status == dg.DagsterRunStatus.FAILURE and state.get("retries", 0) < MAX_RETRIES:
         state["retries"] = state.get("retries", 0) + 1

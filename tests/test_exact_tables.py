@@ -4,6 +4,7 @@
 
 import sqlite3
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,19 @@ def test_a_table_set_aside_gives_its_incoming_foreign_keys_to_the_restored_one(r
     assert outcome.kept_aside["rows"] == 100
     referenced = psql(db.url, "SELECT confrelid::regclass::text FROM pg_constraint WHERE conname = 'child_item_fkey'")
     assert referenced.strip() == '"Ops"."Order Items"'
+
+
+def test_a_grant_to_a_role_dropped_since_the_checkpoint_is_reported_and_the_table_still_comes_back(realistic):
+    db, store = realistic
+    role = f"aegis_gone_{uuid.uuid4().hex[:8]}"
+    psql(db.url, f"CREATE ROLE {role}; GRANT SELECT ON types TO {role}")
+    rows = pg_rows(db.url, TYPES.sql)
+    store.write(db, TYPES)
+    psql(db.url, f"DROP TABLE types; DROP ROLE {role}")
+    outcome = restore(store, db, plan_restore(store, TYPES.id))
+    assert pg_rows(db.url, TYPES.sql) == rows
+    (warning,) = outcome.warnings
+    assert warning.startswith("GRANT SELECT ON TABLE public.types TO") and f'role "{role}" does not exist' in warning
 
 
 @pytest.mark.parametrize("sql_type", ["regclass", "tid", "xid"])

@@ -10,6 +10,7 @@ import pytest
 from platform_assets import checkpoints, recovery
 from platform_assets.protected import resolve
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
+from resources.consistency_groups import ConsistencyGroup
 from resources.table_refs import TableRef, UnknownProtectedTableError, resolve_protected, safe_component
 from sensors.source_watch import build_source_watch
 from tests.conftest import schema_as_dumped
@@ -34,7 +35,7 @@ def user_db(make_pg_database):
 
 
 def test_patterns_exclusions_and_schemas_resolve_to_the_right_tables(user_db):
-    found = resolve(user_db, "public.*,-public.tmp_*,ops.jobs").tables
+    found = resolve(user_db, "public.*,-public.tmp_*,ops.jobs")[0].tables
     assert {(t.schema, t.name) for t in found} >= {(None, "orders"), (None, "Order Items"), ("ops", "jobs")}
     assert not [t for t in found if t.name == "tmp_scratch"], "excluded by -public.tmp_*"
     ids = {t.id for t in found}
@@ -45,7 +46,7 @@ def test_patterns_exclusions_and_schemas_resolve_to_the_right_tables(user_db):
 def test_an_unknown_exact_name_is_a_clear_error_but_an_empty_pattern_is_not(user_db):
     with pytest.raises(UnknownProtectedTableError, match="'ops.missing'.*no table ops.missing"):
         resolve(user_db, "orders,ops.missing")
-    resolution = resolve(user_db, "orders,archive_*")
+    resolution, _ = resolve(user_db, "orders,archive_*")
     assert resolution.empty_patterns == ["archive_*"]
 
 
@@ -60,8 +61,9 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     jobs, items = TableRef("ops", "jobs", default_schema=False), TableRef(None, "Order Items")
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
-    assets = [checkpoints._checkpoint_asset(ref)[0] for ref in (jobs, items)]
-    assets += [recovery._recovery_asset(ref) for ref in (jobs, items)]
+    groups = [ConsistencyGroup((jobs,)), ConsistencyGroup((items,))]
+    assets = [checkpoints._checkpoint_assets(group) for group in groups]
+    assets += [recovery._recovery_assets(group) for group in groups]
     with dg.instance_for_test() as instance:
         assert dg.materialize(assets[:2], instance=instance, resources=resources).success
         before = {ref.sql: schema_as_dumped(db, ref.sql) for ref in (jobs, items)}
