@@ -51,5 +51,5 @@ clean:
 drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)
 
-bench: install  ## Aegis vs pandas, side by side: BENCH_ROWS=100000,1000000 (default); ARGS=--quick for a smoke run
+bench: install  ## Aegis vs pandas and vs pg_dump/pg_restore: BENCH_ROWS=100000,1000000, BENCH_PG_ROWS=1000000,10000000 (defaults); ARGS=--quick (smoke) or ARGS=--pg-only
 	BENCH_ROWS=$(BENCH_ROWS) $(BIN)/python -m bench.run $(ARGS)

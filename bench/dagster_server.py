@@ -152,6 +152,7 @@ def dagster_server(env: dict[str, str], cwd: Path, daemon: bool = True,
 
     `cwd` should be a scratch directory: Dagster loads a `.env` from the working directory, and a developer's
     .env must not point these processes at their real data."""
+    _create_storage(env, cwd)
     port = free_port()
     commands = {"webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
                               "-w", str(ROOT / "workspace.yaml")]}
@@ -178,6 +179,16 @@ def dagster_server(env: dict[str, str], cwd: Path, daemon: bool = True,
             _stop(process)
         for log in logs.values():
             log.close()
+
+
+def _create_storage(env: dict[str, str], cwd: Path) -> None:
+    """Create the instance's storage before two processes open it at once: on a fresh SQLite instance the
+    webserver and the daemon would each create the schedule database and its migration table, which can end
+    up with two alembic heads ("Version table 'alembic_version' has more than one head present")."""
+    done = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not create the Dagster instance's storage: {done.stderr[-2000:]}")
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dropped_at:%H:%M:%S} DROP TABLE {args.table}")
         _wait_for_table(source_db, args.table, args.timeout)  # the swap commits atomically: back = complete
         back = time.perf_counter() - dropped
-        with source_db.capture([TableRef(None, args.table)]) as captured:  # the database's own fingerprint
-            rows, fingerprint = captured[args.table].rows, captured[args.table].fingerprint
+        rows, fingerprint = source_db.fingerprint(TableRef(None, args.table))  # the database's own fingerprint
         verified = time.perf_counter() - dropped
         ok = rows == manifest["rows"] and fingerprint == manifest["fingerprint"]["value"]
         run = _wait_for_run(instance, args.timeout)

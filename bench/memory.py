@@ -1,26 +1,29 @@
 """Peak RSS of one checkpoint or one restore, measured in a fresh process so nothing else counts.
 The figure includes the interpreter and its imports (about 165 MiB: dagster, duckdb, pyarrow).
 
-    python -m bench.memory checkpoint|restore <sqlite source url> <lake url> [checkpoint id]
+    python -m bench.memory checkpoint|restore <source url> <lake url> <table> [checkpoint id]
+
+A restore goes beside the table, into `<table>_copy`, which it replaces if present from an earlier run.
 """
 
 import re
 import sys
 from pathlib import Path
 
-from bench.cases import TABLE
 from platform_assets.restoring import restore_one
 from resources import CheckpointStore, Lake, SourceDatabase
 
 
 def main() -> None:
-    action, source_url, lake_url = sys.argv[1:4]
+    action, source_url, lake_url, table = sys.argv[1:5]
     db = SourceDatabase(url=source_url)
     store = CheckpointStore(lake=Lake(url=lake_url), encryption_key="")
     if action == "checkpoint":
-        print(store.write(db, TABLE)["id"])
+        print(store.write(db, table)["id"])
     else:
-        restore_one(store, db, TABLE, f"{TABLE}_copy", sys.argv[4])
+        if db.table_exists(f"{table}_copy"):
+            db.drop_table(f"{table}_copy")
+        restore_one(store, db, table, f"{table}_copy", sys.argv[5])
     print(f"peak_rss_mib={peak_rss_mib():.1f}")
 
 
