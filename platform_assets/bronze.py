@@ -7,10 +7,12 @@ from collections.abc import Iterator
 import dagster as dg
 import pyarrow as pa
 
+from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
 from platform_assets.tables import SOURCE_TABLES, SourceTable
 from resources import Lake, SourceDatabase
+from resources.lake import writer_pool
 
 INGESTED_AT = pa.field("_ingested_at", pa.timestamp("us", tz="UTC"))
 BATCH_ID = pa.field("_batch_id", pa.string())
@@ -41,21 +43,24 @@ def _bronze_asset(contract: SourceTable) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["source", contract.name])],
         group_name="bronze",
         partitions_def=daily,
-        kinds={"parquet"},
+        kinds={"delta"},
+        pool=writer_pool("bronze", contract.name),
         description=f"Bronze: the day's {contract.name} rows exactly as the source holds them, plus when and by "
-        f"which run they were ingested; Parquet in the lake at bronze/{contract.name}/date=YYYY-MM-DD.",
+        f"which run they were ingested; the Delta table bronze/{contract.name} in the lake, partitioned by date.",
     )
     def _asset(context: dg.AssetExecutionContext, source_db: SourceDatabase, lake: Lake) -> dg.MaterializeResult:
         day = context.partition_key
         seen: list[pa.RecordBatch] = []
-        with stopwatch() as clock, source_db.read_day(contract.name, contract.day_column, day) as reader:
+        with (stopwatch() as clock, retried_on_conflict(context),
+              source_db.read_day(contract.name, contract.day_column, day) as reader):
             schema = lineage_schema(reader.schema)
             batches = with_lineage(reader, schema, context.run_id, dt.datetime.now(dt.UTC), seen)
-            stats = lake.write_partition("bronze", contract.name, day, batches, schema)
+            stats = lake.write_partition("bronze", contract.name, day, batches, schema, run_id=context.run_id)
         context.log.info(f"bronze/{contract.name} {day}: {stats.rows} rows, {stats.bytes} bytes -> {stats.path}")
         preview = pa.Table.from_batches(seen, schema=schema)
         metadata = table_metadata(preview, seconds=clock["seconds"], bytes_=stats.bytes, path=stats.path)
         metadata["dagster/row_count"] = dg.MetadataValue.int(stats.rows)
+        metadata.update(lake_metadata(lake, "bronze", contract.name, day, stats))
         return dg.MaterializeResult(metadata=metadata)
 
     return _asset

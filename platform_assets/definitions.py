@@ -1,24 +1,43 @@
 """The one place that assembles the code location: every layer's assets, checks, jobs, schedules,
 sensors and resources."""
 
+import os
+
 import dagster as dg
 
-from platform_assets import bronze, checkpoints, gold, quality, recovery, reports, serving, silver, source
+from platform_assets import (
+          bronze,
+          checkpoints,
+          gold,
+          lake_maintenance,
+          quality,
+          recovery,
+          reports,
+          serving,
+          silver,
+          source,
+)
+from platform_assets.lake_catalogue import LAKE_TABLES
+from platform_assets.lake_restore import lake_restore_job
 from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
+from resources.lake import retention_from_env
 from sensors.alerts import build_alert_sensor
-from sensors.jobs import jobs, recovery_job
+from sensors.jobs import jobs, lake_rebuild_job, recovery_job
+from sensors.lake_watch import build_lake_watch
 from sensors.schedules import schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
-          *checkpoints.assets, *recovery.assets, recovery.recovery_log]
+          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets]
 asset_checks = quality.checks  # checkpoints verify what they wrote in their own step (check_specs)
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
-           build_alert_sensor()]
+           build_alert_sensor(),
+           build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
+                            int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 
-lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"))
+lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"), retention_hours=retention_from_env())
 resources = {
     "source_db": SourceDatabase(url=dg.EnvVar("AEGIS_SOURCE_URL")),
     "lake": lake,
@@ -32,5 +51,7 @@ resources = {
 # Every run executes its steps in its own process, one after the other: on two cores a process per step
 # cost minutes (a day from the UI: 219 s with the default multiprocess executor, 101-115 s with a preloading
 # forkserver, 18-22 s in process; see README "Fast from the UI").
-defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[*jobs, *recovery.jobs], schedules=schedules,
+defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
+                      jobs=[*jobs, *recovery.jobs, lake_restore_job, lake_maintenance.maintenance_job],
+                      schedules=[*schedules, lake_maintenance.maintenance_schedule],
                       sensors=sensors, resources=resources, executor=dg.in_process_executor)

@@ -9,9 +9,11 @@ import dagster as dg
 import pyarrow as pa
 
 from platform_assets import aggregations as agg
+from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
 from resources import Lake
+from resources.lake import writer_pool
 
 
 @dataclass(frozen=True)
@@ -48,19 +50,21 @@ def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["silver", t]) for t in spec.inputs],
         group_name="gold",
         partitions_def=daily,
-        kinds={"duckdb", "parquet"},
+        kinds={"duckdb", "delta"},
+        pool=writer_pool("gold", spec.name),
         freshness_policy=daily_freshness,
         description=f"Gold: {spec.description}",
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         day = context.partition_key
-        with stopwatch() as clock:
+        with stopwatch() as clock, retried_on_conflict(context):
             inputs = [lake.read_partition("silver", t, day) for t in spec.inputs]
             result = spec.build(*inputs)
-            stats = lake.write_partition("gold", spec.name, day, result.to_batches(), result.schema)
+            stats = lake.write_partition("gold", spec.name, day, result, result.schema, run_id=context.run_id)
         return dg.MaterializeResult(metadata=table_metadata(
             result, seconds=clock["seconds"], bytes_=stats.bytes, path=stats.path,
             silver_rows=dg.MetadataValue.int(sum(t.num_rows for t in inputs)),
+            **lake_metadata(lake, "gold", spec.name, day, stats),
         ))
 
     return _asset

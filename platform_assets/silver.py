@@ -4,10 +4,12 @@
 import dagster as dg
 
 from platform_assets.cleansing import cleanse
+from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
 from platform_assets.tables import SOURCE_TABLES, SourceTable
 from resources import Lake, PiiMasker
+from resources.lake import writer_pool
 
 
 def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
@@ -18,24 +20,25 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"silver_{name}",
         partitions_def=daily,
+        pool=writer_pool("silver", name),
         specs=[
-            dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
+            dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
                          description=f"Silver: {name} typed to its contract, one row per key, PII masked."),
-            dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"parquet"},
+            dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
                          description=f"Quarantine: the {name} rows that break the contract, each with its "
                          "reason (PII masked); in the lake at silver/quarantine."),
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake, masker: PiiMasker):
         day = context.partition_key
-        with stopwatch() as clock:
+        with stopwatch() as clock, retried_on_conflict(context):
             bronze = lake.read_partition("bronze", name, day)
             result = cleanse(contract, bronze)
             clean = masker.mask(result.clean, contract.hashed_pii, contract.name_pii)
             quarantine = masker.mask(result.quarantine, contract.hashed_pii, contract.name_pii)
-            clean_stats = lake.write_partition("silver", name, day, clean.to_batches(), clean.schema)
-            quarantine_stats = lake.write_partition("silver/quarantine", name, day, quarantine.to_batches(),
-                                                    quarantine.schema)
+            clean_stats = lake.write_partition("silver", name, day, clean, clean.schema, run_id=context.run_id)
+            quarantine_stats = lake.write_partition("silver/quarantine", name, day, quarantine, quarantine.schema,
+                                                    run_id=context.run_id)
         reasons = result.reasons()
         context.log.info(
             f"silver/{name} {day}: bronze {bronze.num_rows} = silver {clean.num_rows} "
@@ -47,10 +50,12 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
             "quarantined": dg.MetadataValue.int(quarantine.num_rows),
         }
         yield dg.MaterializeResult(asset_key=clean_key, metadata=table_metadata(
-            clean, seconds=clock["seconds"], bytes_=clean_stats.bytes, path=clean_stats.path, **reconciliation))
+            clean, seconds=clock["seconds"], bytes_=clean_stats.bytes, path=clean_stats.path, **reconciliation,
+            **lake_metadata(lake, "silver", name, day, clean_stats)))
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=table_metadata(
             quarantine, seconds=clock["seconds"], bytes_=quarantine_stats.bytes, path=quarantine_stats.path,
-            reasons=dg.MetadataValue.json(reasons)))
+            reasons=dg.MetadataValue.json(reasons), **lake_metadata(lake, "silver/quarantine", name, day,
+                                                                   quarantine_stats)))
 
     return _asset
 

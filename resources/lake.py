@@ -1,16 +1,21 @@
-"""Parquet files on the local disk or S3, addressed by layer/table/partition (hive layout).
+"""The lake: the medallion layers as Delta Lake tables, on the local disk or S3.
 
-A partition is `<root>/<layer>/<table>/date=YYYY-MM-DD/` holding `part-<batch>-NNNNN.parquet` files and a
-`_commit.json` naming the files of the current version. The commit file is written last, so a
-re-run replaces a partition atomically on a local disk and on S3 alike: readers follow the commit
-file and never see a half-written version; files of older versions are removed after the commit.
+Each `<layer>/<table>` is one Delta table at `<lake>/<layer>/<table>` (quarantine at
+`<lake>/silver/quarantine/<table>`), partitioned by a string column `date` (YYYY-MM-DD); what a table is and
+does lives in `resources/delta_tables.py` and `resources/delta_maintenance.py`. Small files beside a
+partition (reports, images) stay plain files at `<lake>/<layer>/<table>/date=YYYY-MM-DD/<name>`, and the
+checkpoint store writes its own verified format through `filesystem()` / `write_file()`.
+
+On S3 Delta commits need conditional writes (If-None-Match): the first write checks that the object store
+honours them and refuses to write otherwise, unless AEGIS_LAKE_SINGLE_WRITER=true says that writers of one
+table are serialised (each lake writer then runs in the Dagster pool `lake_<layer>_<table>`, limit 1).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,18 +24,46 @@ from typing import ClassVar
 import dagster as dg
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from resources import delta_maintenance as maintenance
+from resources import delta_tables as delta
+from resources.delta_tables import LakeWriteConflict, PartitionNotFoundError, PartitionVersion, TimeTravelError
 from resources.identifiers import check_day, check_identifier
 from resources.urls import ConfigurationError, ParsedUrl, absolute, parse_url
 
 SCHEMES = {"file": "file://relative/dir or file:///absolute/dir", "s3": "s3://bucket/prefix"}
-COMMIT_FILE = "_commit.json"
-ROWS_PER_FILE = 2_000_000
+LEGACY_COMMIT_FILE = "_commit.json"  # the lake's own commit file before Delta Lake (see lake_migration.py)
+RETENTION_VAR, SINGLE_WRITER_VAR = "AEGIS_LAKE_RETENTION_HOURS", "AEGIS_LAKE_SINGLE_WRITER"
+DEFAULT_RETENTION_HOURS = 7 * 24
+ANSI = re.compile(r"\x1b\[[0-9;]*m|↳")  # delta-rs colours its error chains
+__all__ = ["Lake", "LakeUnreachableError", "LakeWriteConflict", "LegacyLakeError", "PartitionNotFoundError",
+           "PartitionVersion", "TimeTravelError", "WriteStats", "writer_pool"]
 
 
-class PartitionNotFoundError(FileNotFoundError):
-    """The lake holds no committed version of the asked partition."""
+class LegacyLakeError(RuntimeError):
+    """A table of the lake is still in the pre-Delta layout; the message says how to convert it."""
+
+
+class UnsafeObjectStoreError(RuntimeError):
+    """The object store does not honour conditional writes, and writers are not declared serialised."""
+
+
+def retention_from_env() -> int:
+    """AEGIS_LAKE_RETENTION_HOURS (default 168 = 7 days): how far back time travel is promised."""
+    text = os.environ.get(RETENTION_VAR, "").strip()
+    if not text:
+        return DEFAULT_RETENTION_HOURS
+    if not text.isdigit():
+        raise ConfigurationError(f"{RETENTION_VAR}={text!r}: expected a whole number of hours (e.g. 168)")
+    return int(text)
+
+
+def writer_pool(layer: str, table: str) -> str | None:
+    """The Dagster pool a writer of `<layer>/<table>` runs in when writers must be serialised (limit 1 per pool
+    in the instance's dagster.yaml), else None: Delta's own commit protocol arbitrates."""
+    if os.environ.get(SINGLE_WRITER_VAR, "").lower() not in ("1", "true", "yes"):
+        return None
+    return "lake_" + "_".join([*_segments(layer), check_identifier(table, "table name")])
 
 
 class LakeUnreachableError(ConnectionError):
@@ -45,12 +78,14 @@ def _reachable(method):
         try:
             return method(self, *args, **kwargs)
         except OSError as exc:
-            if "NETWORK_CONNECTION" not in str(exc) and "curlCode" not in str(exc):
+            text = str(exc)
+            if not any(sign in text for sign in ("NETWORK_CONNECTION", "curlCode", "error sending request",
+                                                 "Connection refused", "dns error", "tcp connect")):
                 raise
             endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
             raise LakeUnreachableError(
                 f"{self.ENV_VAR}={self.parsed.display}: cannot reach the object store at {endpoint}: "
-                f"{str(exc).split('Details:')[-1].strip()}"
+                f"{' '.join(re.sub(ANSI, '', text).split('Details:')[-1].split())[-300:]}"
             ) from None
 
     return wrapper
@@ -62,13 +97,15 @@ class WriteStats:
     bytes: int
     files: int
     path: str
+    version: int | None = None  # the Delta version that holds the partition as written
 
 
 class Lake(dg.ConfigurableResource):
-    """The data lake: Parquet per layer/table/day, on a local disk (`file://`) or S3 (`s3://`)."""
+    """The data lake: Delta tables per layer/table, partitioned by day, on a local disk (`file://`) or S3."""
 
     url: str
     endpoint_url: str | None = None  # S3-compatible servers (SeaweedFS, MinIO); else AWS_ENDPOINT_URL
+    retention_hours: int = DEFAULT_RETENTION_HOURS  # time travel is promised this far back; vacuum keeps it
     ENV_VAR: ClassVar[str] = "AEGIS_LAKE_URL"
 
     @property
@@ -98,82 +135,145 @@ class Lake(dg.ConfigurableResource):
         """Where a path lives, for humans: a file path or an s3:// URL."""
         return path if self.is_local else f"s3://{path}"
 
-    def partition_dir(self, layer: str, table: str, partition: str) -> str:
+    def _display(self, path: str) -> str:
+        """Where a path lives, for humans: a file path or an s3:// URL."""
+        return path if self.is_local else f"s3://{path}"
+
+    def table_root(self, layer: str, table: str) -> str:
+        """The table's directory inside `filesystem()`."""
         _, root = self.filesystem()
-        table = check_identifier(table, "table name")
-        return "/".join([root, *_segments(layer), table, f"date={check_day(partition)}"])
+        return "/".join([root, *_segments(layer), check_identifier(table, "table name")])
+
+    def location(self, layer: str, table: str) -> delta.DeltaLocation:
+        root = self.table_root(layer, table)
+        return delta.DeltaLocation(uri=root if self.is_local else f"s3://{root}", storage_options=self._options(),
+                                   label=f"{layer}/{table}", retention_hours=self.retention_hours)
+
+    def _options(self) -> dict[str, str]:
+        if self.is_local:
+            return {}
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        options = {"AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"), "timeout": "30s",
+                   "connect_timeout": "5s", "max_retries": "2", "retry_timeout": "20s"}
+        if endpoint:
+            options.update(AWS_ENDPOINT_URL=endpoint,
+                           AWS_ALLOW_HTTP="true" if endpoint.startswith("http:") else "false")
+        return options
+
+    def partition_dir(self, layer: str, table: str, partition: str) -> str:
+        return f"{self.table_root(layer, table)}/date={check_day(partition)}"
+
+    def _refuse_legacy(self, layer: str, table: str) -> None:
+        """A table directory without a Delta log but with the old per-partition commit files is not overwritten."""
+        fs, _ = self.filesystem()
+        root = self.table_root(layer, table)
+        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        if any(info.base_name == LEGACY_COMMIT_FILE for info in fs.get_file_info(selector)):
+            raise LegacyLakeError(
+                f"{layer}/{table} at {self._display(root)} is in the lake's old layout (a _commit.json per "
+                "partition), not a Delta table. Convert the lake once with `make migrate-lake` (python -m "
+                "resources.lake_migration; it keeps every committed row and sets the rest aside), then re-run.")
 
     @_reachable
-    def write_partition(
-        self, layer: str, table: str, partition: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
-    ) -> WriteStats:
-        """Stream record batches into a new version of the partition and commit it."""
-        fs, _ = self.filesystem()
-        directory = self.partition_dir(layer, table, partition)
-        _ensure_dir(fs, directory)
-        version = uuid.uuid4().hex[:12]
-        files: list[dict] = []
-        writer, name, rows_in_file = None, "", 0
+    def write_partition(self, layer: str, table: str, partition: str,
+                        data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
+                        run_id: str | None = None) -> WriteStats:
+        """Replace the day with `data` (a table, or streamed record batches) in one Delta commit."""
+        loc = self.location(layer, table)
+        check_day(partition)
+        if delta.open_table(loc) is None:
+            self._refuse_legacy(layer, table)
+            self._check_conditional_writes()
+        version, rows, _ = delta.write_partition(loc, partition, data, schema, run_id=run_id)
+        return self._stats(loc, layer, table, partition, version, rows)
+
+    def _stats(self, loc: delta.DeltaLocation, layer: str, table: str, partition: str, version: int,
+               rows: int | None = None) -> WriteStats:
+        files = delta.partition_files(delta.open_table(loc, version), partition).get(partition, [])
+        return WriteStats(rows=sum(f.rows for f in files) if rows is None else rows, bytes=sum(f.size for f in files),
+                          files=len(files), path=self._display(self.partition_dir(layer, table, partition)),
+                          version=version)
+
+    @_reachable
+    def read_partition(self, layer: str, table: str, partition: str, columns: list[str] | None = None,
+                       version: int | None = None) -> pa.Table:
+        """The day's rows as one Arrow table (newest version, or `version`)."""
+        loc = self.location(layer, table)
+        check_day(partition)
         try:
-            for batch in batches:
-                if batch.num_rows == 0:
-                    continue
-                if writer is None or rows_in_file >= ROWS_PER_FILE:
-                    if writer is not None:
-                        writer.close()
-                        files.append({"name": name, "rows": rows_in_file})
-                    name = f"part-{version}-{len(files):05d}.parquet"
-                    # given the path (not a stream) the writer owns the stream and closes it, which is
-                    # what completes an S3 multipart upload
-                    writer = pq.ParquetWriter(f"{directory}/{name}", schema, filesystem=fs, compression="zstd")
-                    rows_in_file = 0
-                writer.write_batch(batch)
-                rows_in_file += batch.num_rows
-            if writer is None:  # an empty partition is still a committed version, with a schema
-                name = f"part-{version}-00000.parquet"
-                pq.write_table(schema.empty_table(), f"{directory}/{name}", filesystem=fs, compression="zstd")
-            else:
-                writer.close()
-            files.append({"name": name, "rows": rows_in_file})
-        except BaseException:
-            for entry in [*files, {"name": name}]:
-                _delete_quietly(fs, f"{directory}/{entry['name']}")
+            return delta.read_partition(loc, partition, columns, version)
+        except PartitionNotFoundError:
+            if version is None:
+                self._refuse_legacy(layer, table)
             raise
-        sizes = {info.base_name: info.size for info in fs.get_file_info(pafs.FileSelector(directory))}
-        for entry in files:
-            entry["bytes"] = sizes[entry["name"]]
-        commit = {"version": version, "files": files, "rows": sum(f["rows"] for f in files)}
-        self._write_atomic(fs, f"{directory}/{COMMIT_FILE}", json.dumps(commit).encode())
-        for info in fs.get_file_info(pafs.FileSelector(directory)):
-            if info.base_name.startswith("part-") and not info.base_name.startswith(f"part-{version}-"):
-                _delete_quietly(fs, info.path)
-        return WriteStats(rows=commit["rows"], bytes=sum(f["bytes"] for f in files), files=len(files),
-                          path=self._display(directory))
-
-    @_reachable
-    def read_partition(self, layer: str, table: str, partition: str, columns: list[str] | None = None) -> pa.Table:
-        """The committed version of a partition as one Arrow table."""
-        fs, _ = self.filesystem()
-        directory = self.partition_dir(layer, table, partition)
-        commit = self._commit(fs, directory, layer, table, partition)
-        # partitioning=None: the hive directory name must not come back as an extra `date` column
-        tables = [pq.read_table(f"{directory}/{f['name']}", filesystem=fs, columns=columns, partitioning=None)
-                  for f in commit["files"]]
-        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     @_reachable
     def partition_stats(self, layer: str, table: str, partition: str) -> WriteStats:
-        fs, _ = self.filesystem()
-        directory = self.partition_dir(layer, table, partition)
-        commit = self._commit(fs, directory, layer, table, partition)
-        return WriteStats(rows=commit["rows"], bytes=sum(f["bytes"] for f in commit["files"]),
-                          files=len(commit["files"]), path=self._display(directory))
+        loc = self.location(layer, table)
+        existing = delta.open_table(loc)
+        if existing is None:
+            self.read_partition(layer, table, partition)  # raises the clear error
+        return self._stats(loc, layer, table, partition, existing.version())
 
     @_reachable
-    def has_partition(self, layer: str, table: str, partition: str) -> bool:
+    def versions(self, layer: str, table: str, partition: str, limit: int = 10) -> list[PartitionVersion]:
+        """The newest versions that wrote the day, newest first, with rows and fingerprint."""
+        return delta.partition_versions(self.location(layer, table), check_day(partition), limit)
+
+    @_reachable
+    def restore_partition(self, layer: str, table: str, partition: str, version: int,
+                          run_id: str | None = None) -> WriteStats:
+        loc = self.location(layer, table)
+        new_version, rows = delta.restore_partition(loc, check_day(partition), version, run_id)
+        return self._stats(loc, layer, table, partition, new_version, rows)
+
+    @_reachable
+    def restore_table(self, layer: str, table: str, version: int) -> dict:
+        return delta.restore_table(self.location(layer, table), version)
+
+    @_reachable
+    def damaged_partitions(self, layer: str, table: str) -> list[maintenance.Damage]:
         fs, _ = self.filesystem()
-        info = fs.get_file_info(f"{self.partition_dir(layer, table, partition)}/{COMMIT_FILE}")
-        return info.type == pafs.FileType.File
+        return maintenance.damaged_partitions(self.location(layer, table), fs, self.table_root(layer, table))
+
+    @_reachable
+    def partition_intact(self, layer: str, table: str, partition: str, version: int) -> bool:
+        fs, _ = self.filesystem()
+        return maintenance.intact_at(self.location(layer, table), fs, self.table_root(layer, table), partition,
+                                     version)
+
+    @_reachable
+    def stored(self, layer: str, table: str) -> maintenance.StoredFiles:
+        """Every data file stored under the table (any version's, or no version's) and their bytes."""
+        fs, _ = self.filesystem()
+        sizes = maintenance.stored_files(fs, self.table_root(layer, table))
+        return maintenance.StoredFiles(len(sizes), sum(sizes.values()))
+
+    @_reachable
+    def referenced(self, layer: str, table: str) -> maintenance.StoredFiles:
+        return maintenance.referenced(self.location(layer, table))
+
+    @_reachable
+    def compact(self, layer: str, table: str) -> dict:
+        return maintenance.compact(self.location(layer, table))
+
+    @_reachable
+    def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> list[str]:
+        return maintenance.vacuum(self.location(layer, table),
+                                  self.retention_hours if retention_hours is None else retention_hours)
+
+    def _check_conditional_writes(self) -> None:
+        """Once per process and bucket: an object store that ignores If-None-Match would let two Delta commits
+        overwrite each other; refuse unless writers are declared serialised."""
+        if self.is_local or os.environ.get(SINGLE_WRITER_VAR, "").lower() in ("1", "true", "yes"):
+            return
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        if not _honours_conditional_writes(self.parsed.location, self.endpoint_url):
+            raise UnsafeObjectStoreError(
+                f"{self.ENV_VAR}={self.parsed.display}: the object store at {endpoint} accepted a second PUT with "
+                "If-None-Match: *, so it cannot arbitrate concurrent Delta commits. Set "
+                f"{SINGLE_WRITER_VAR}=true to serialise the writers of each table through Dagster pools (limit 1 in "
+                "dagster.yaml), or use a store with conditional writes.")
 
     @_reachable
     def write_bytes(self, layer: str, table: str, partition: str, name: str, data: bytes) -> str:
@@ -190,18 +290,6 @@ class Lake(dg.ConfigurableResource):
         fs, _ = self.filesystem()
         with fs.open_input_stream(f"{self.partition_dir(layer, table, partition)}/{_file_name(name)}") as f:
             return f.read()
-
-    def _commit(self, fs: pafs.FileSystem, directory: str, layer: str, table: str, partition: str) -> dict:
-        try:
-            with fs.open_input_stream(f"{directory}/{COMMIT_FILE}") as f:
-                return json.loads(f.read())
-        except (FileNotFoundError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) or "NotFound" in str(exc) or "No such" in str(exc):
-                raise PartitionNotFoundError(
-                    f"no committed partition {layer}/{table}/date={partition} in the lake "
-                    f"({self.ENV_VAR}={self.parsed.display}); materialise it first"
-                ) from None
-            raise
 
     def write_file(self, path: str, data: bytes) -> None:
         """Write a whole file at a path of this lake's file system, all or nothing."""
@@ -234,6 +322,24 @@ def _file_name(name: str) -> str:
     if dot and not ext.isalnum():
         raise ValueError(f"invalid file name {name!r}")
     return name
+
+
+@functools.cache
+def _honours_conditional_writes(location: str, endpoint_url: str | None) -> bool:
+    import boto3  # only for this probe: pyarrow's S3 client cannot send If-None-Match
+
+    bucket, _, prefix = location.partition("/")
+    client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
+                          region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    key = "/".join(p for p in (prefix, "_aegis", f"conditional-write-probe-{uuid.uuid4().hex}") if p)
+    client.put_object(Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*")
+        return False
+    except client.exceptions.ClientError as exc:
+        return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+    finally:
+        client.delete_object(Bucket=bucket, Key=key)
 
 
 def _ensure_dir(fs: pafs.FileSystem, directory: str) -> None:

@@ -26,6 +26,13 @@ recovery_job = dg.define_asset_job(
     description="Restores source tables; launched by source_table_watch with the lost table selected.",
 )
 
+lake_rebuild_job = dg.define_asset_job(
+    "lake_rebuild_job", selection=dg.AssetSelection.groups("bronze", "silver", "gold"),
+    executor_def=dg.in_process_executor,
+    description="Re-materialises one damaged lake partition from its upstream; launched by lake_partition_watch "
+    "with the table's assets selected.",
+)
+
 DAILY_LAYERS = ("bronze", "silver", "gold", "serving")
 quality_checks_job = dg.define_asset_job(
     "quality_checks_job", selection=dg.AssetSelection.groups(*DAILY_LAYERS),
@@ -33,5 +40,5 @@ quality_checks_job = dg.define_asset_job(
     "checks, for the latest day; a check-only job cannot carry partitions in Dagster 1.13.",
 )
 
-jobs = [ingest_job, transform_job, publish_job, checkpoint_job, recovery_job, quality_checks_job]
+jobs = [ingest_job, transform_job, publish_job, checkpoint_job, recovery_job, quality_checks_job, lake_rebuild_job]
 

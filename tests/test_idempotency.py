@@ -30,11 +30,14 @@ def test_rematerialising_a_partition_leaves_serving_with_exactly_the_same_rows(w
     assert world.lake.partition_stats("bronze", "sales", day).files == 1
 
 
-def test_older_versions_of_a_partition_are_removed_after_the_commit(embedded_world: World):
+def test_a_rerun_replaces_the_day_in_one_commit_and_keeps_the_old_version_until_vacuum(embedded_world: World):
     day = embedded_world.days[-1]
+    lake = embedded_world.lake
+    before = lake.read_partition("bronze", "sales", day)
     embedded_world.rerun(day, selection="group:bronze")
-    directory = embedded_world.lake_root / "bronze" / "sales" / f"date={day}"
-    parts = sorted(p.name for p in directory.glob("part-*.parquet"))
-    assert len(parts) == 1 and (directory / "_commit.json").exists()
-    assert not list(directory.glob("*.tmp-*"))
-    assert pa.types.is_timestamp(embedded_world.lake.read_partition("bronze", "sales", day)["_ingested_at"].type)
+    versions = lake.versions("bronze", "sales", day)
+    assert versions[0].rows == before.num_rows and lake.partition_stats("bronze", "sales", day).files == 1
+    older = lake.read_partition("bronze", "sales", day, version=versions[1].version)
+    assert older.sort_by("id").equals(before.sort_by("id")), "time travel: the previous run's rows"
+    assert lake.stored("bronze", "sales").files > lake.referenced("bronze", "sales").files, "kept until vacuum"
+    assert pa.types.is_timestamp(lake.read_partition("bronze", "sales", day)["_ingested_at"].type)
