@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up install env test lint validate demo drill bench clean
+.PHONY: up install env test lint validate demo drill bench clean migrate-lake
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh
 
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
+
+migrate-lake: install env  ## convert a lake written before Delta Lake (a _commit.json per partition); nothing is deleted
+	set -a && . ./.env && set +a && $(BIN)/python -m resources.lake_migration $(if $(LAKE),--lake $(LAKE))
 
 drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)

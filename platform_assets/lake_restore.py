@@ -49,7 +49,7 @@ def _chosen_version(lake: Lake, config: LakeRestoreConfig) -> int:
     return table.version() - 1
 
 
-@dg.op(description="Restore a lake table or one day of it to an earlier Delta version or time.")
+@dg.op(out={}, description="Restore a lake table or one day of it to an earlier Delta version or time.")
 def restore_lake_table(context: dg.OpExecutionContext, config: LakeRestoreConfig, lake: Lake):
     target = lake_table(config.table)
     version = _chosen_version(lake, config)
