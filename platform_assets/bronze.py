@@ -12,7 +12,7 @@ from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
 from platform_assets.tables import SOURCE_TABLES, SourceTable
 from resources import Lake, SourceDatabase
-from resources.lake import writer_pool
+from resources.lake_settings import writer_pool
 
 INGESTED_AT = pa.field("_ingested_at", pa.timestamp("us", tz="UTC"))
 BATCH_ID = pa.field("_batch_id", pa.string())

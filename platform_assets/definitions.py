@@ -21,7 +21,7 @@ from platform_assets.lake_catalogue import LAKE_TABLES
 from platform_assets.lake_restore import lake_restore_job
 from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
-from resources.lake import retention_from_env
+from resources.lake_settings import retention_from_env
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, lake_rebuild_job, recovery_job
 from sensors.lake_watch import build_lake_watch

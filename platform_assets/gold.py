@@ -13,7 +13,7 @@ from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
 from resources import Lake
-from resources.lake import writer_pool
+from resources.lake_settings import writer_pool
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,6 @@ def restore_lake_table(context: dg.OpExecutionContext, config: LakeRestoreConfig
 
 @dg.job(name="lake_restore", executor_def=dg.in_process_executor,
         description="Restore a lake table (or one day of it) to an earlier Delta version or time; see the "
-        "`versions` metadata of the bronze/silver/gold assets. Config: table, date, version | as_of.")
+        "versions metadata of the bronze/silver/gold assets. Config: table, date, version | as_of.")
 def lake_restore_job():
     restore_lake_table()

@@ -9,7 +9,7 @@ from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
 from platform_assets.tables import SOURCE_TABLES, SourceTable
 from resources import Lake, PiiMasker
-from resources.lake import writer_pool
+from resources.lake_settings import writer_pool
 
 
 def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:

@@ -22,6 +22,11 @@ def check_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
+def check_lake_layer(layer: str) -> list[str]:
+    """The path segments of a lake layer ("silver/quarantine" -> ["silver", "quarantine"]), each an identifier."""
+    return [check_identifier(part, "lake layer") for part in layer.split("/")]
+
+
 def quote(name: str, what: str = "identifier") -> str:
     """A checked identifier in double quotes, safe to place in SQL for SQLite, PostgreSQL and DuckDB."""
     return f'"{check_identifier(name, what)}"'

@@ -28,42 +28,19 @@ import pyarrow.fs as pafs
 from resources import delta_maintenance as maintenance
 from resources import delta_tables as delta
 from resources.delta_tables import LakeWriteConflict, PartitionNotFoundError, PartitionVersion, TimeTravelError
-from resources.identifiers import check_day, check_identifier
+from resources.identifiers import check_day, check_identifier, check_lake_layer
+from resources.lake_settings import DEFAULT_RETENTION_HOURS, check_conditional_writes
 from resources.urls import ConfigurationError, ParsedUrl, absolute, parse_url
 
 SCHEMES = {"file": "file://relative/dir or file:///absolute/dir", "s3": "s3://bucket/prefix"}
 LEGACY_COMMIT_FILE = "_commit.json"  # the lake's own commit file before Delta Lake (see lake_migration.py)
-RETENTION_VAR, SINGLE_WRITER_VAR = "AEGIS_LAKE_RETENTION_HOURS", "AEGIS_LAKE_SINGLE_WRITER"
-DEFAULT_RETENTION_HOURS = 7 * 24
 ANSI = re.compile(r"\x1b\[[0-9;]*m|↳")  # delta-rs colours its error chains
 __all__ = ["Lake", "LakeUnreachableError", "LakeWriteConflict", "LegacyLakeError", "PartitionNotFoundError",
-           "PartitionVersion", "TimeTravelError", "WriteStats", "writer_pool"]
+           "PartitionVersion", "TimeTravelError", "WriteStats"]
 
 
 class LegacyLakeError(RuntimeError):
     """A table of the lake is still in the pre-Delta layout; the message says how to convert it."""
-
-
-class UnsafeObjectStoreError(RuntimeError):
-    """The object store does not honour conditional writes, and writers are not declared serialised."""
-
-
-def retention_from_env() -> int:
-    """AEGIS_LAKE_RETENTION_HOURS (default 168 = 7 days): how far back time travel is promised."""
-    text = os.environ.get(RETENTION_VAR, "").strip()
-    if not text:
-        return DEFAULT_RETENTION_HOURS
-    if not text.isdigit():
-        raise ConfigurationError(f"{RETENTION_VAR}={text!r}: expected a whole number of hours (e.g. 168)")
-    return int(text)
-
-
-def writer_pool(layer: str, table: str) -> str | None:
-    """The Dagster pool a writer of `<layer>/<table>` runs in when writers must be serialised (limit 1 per pool
-    in the instance's dagster.yaml), else None: Delta's own commit protocol arbitrates."""
-    if os.environ.get(SINGLE_WRITER_VAR, "").lower() not in ("1", "true", "yes"):
-        return None
-    return "lake_" + "_".join([*_segments(layer), check_identifier(table, "table name")])
 
 
 class LakeUnreachableError(ConnectionError):
@@ -142,7 +119,7 @@ class Lake(dg.ConfigurableResource):
     def table_root(self, layer: str, table: str) -> str:
         """The table's directory inside `filesystem()`."""
         _, root = self.filesystem()
-        return "/".join([root, *_segments(layer), check_identifier(table, "table name")])
+        return "/".join([root, *check_lake_layer(layer), check_identifier(table, "table name")])
 
     def location(self, layer: str, table: str) -> delta.DeltaLocation:
         root = self.table_root(layer, table)
@@ -263,17 +240,8 @@ class Lake(dg.ConfigurableResource):
                                   self.retention_hours if retention_hours is None else retention_hours)
 
     def _check_conditional_writes(self) -> None:
-        """Once per process and bucket: an object store that ignores If-None-Match would let two Delta commits
-        overwrite each other; refuse unless writers are declared serialised."""
-        if self.is_local or os.environ.get(SINGLE_WRITER_VAR, "").lower() in ("1", "true", "yes"):
-            return
-        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-        if not _honours_conditional_writes(self.parsed.location, self.endpoint_url):
-            raise UnsafeObjectStoreError(
-                f"{self.ENV_VAR}={self.parsed.display}: the object store at {endpoint} accepted a second PUT with "
-                "If-None-Match: *, so it cannot arbitrate concurrent Delta commits. Set "
-                f"{SINGLE_WRITER_VAR}=true to serialise the writers of each table through Dagster pools (limit 1 in "
-                "dagster.yaml), or use a store with conditional writes.")
+        if not self.is_local:
+            check_conditional_writes(self.ENV_VAR, self.parsed.display, self.parsed.location, self.endpoint_url)
 
     @_reachable
     def write_bytes(self, layer: str, table: str, partition: str, name: str, data: bytes) -> str:
@@ -312,10 +280,6 @@ class Lake(dg.ConfigurableResource):
                 f.write(data)
 
 
-def _segments(layer: str) -> list[str]:
-    return [check_identifier(part, "lake layer") for part in layer.split("/")]
-
-
 def _file_name(name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     check_identifier(stem if dot else name, "file name")
@@ -324,31 +288,6 @@ def _file_name(name: str) -> str:
     return name
 
 
-@functools.cache
-def _honours_conditional_writes(location: str, endpoint_url: str | None) -> bool:
-    import boto3  # only for this probe: pyarrow's S3 client cannot send If-None-Match
-
-    bucket, _, prefix = location.partition("/")
-    client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
-                          region_name=os.environ.get("AWS_REGION", "us-east-1"))
-    key = "/".join(p for p in (prefix, "_aegis", f"conditional-write-probe-{uuid.uuid4().hex}") if p)
-    client.put_object(Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*")
-        return False
-    except client.exceptions.ClientError as exc:
-        return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
-    finally:
-        client.delete_object(Bucket=bucket, Key=key)
-
-
 def _ensure_dir(fs: pafs.FileSystem, directory: str) -> None:
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(directory, recursive=True)
-
-
-def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
-    try:
-        fs.delete_file(path)
-    except (FileNotFoundError, OSError):
-        pass

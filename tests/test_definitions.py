@@ -28,12 +28,14 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         groups.setdefault(node.group_name, []).append(key)
-        if node.group_name in ("checkpoints", "recovery"):  # whole tables, point in time
+        if node.group_name in ("checkpoints", "recovery", "lake_maintenance"):  # whole tables, point in time
             assert node.partitions_def is None, key
         else:
             assert node.partitions_def == daily, key
         assert node.description, f"{key.to_user_string()} needs a description for the UI"
-    assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery"}
+    assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery",
+                           "lake_maintenance"}
+    assert set(groups["lake_maintenance"]) == {dg.AssetKey(["lake", "compaction"]), dg.AssetKey(["lake", "vacuum"])}
     for layer in ("checkpoints", "recovery"):
         assert sorted(k.path[1] for k in groups[layer] if len(k.path) == 2) == sorted(SOURCE_TABLES)
     assert dg.AssetKey(["silver", "sales_quarantine"]) in groups["silver"]
@@ -56,7 +58,8 @@ def test_schedules_run_the_layers_at_their_hours_and_start_running():
     expected = {"ingest_0800": ("ingest_job", "0 8 * * *"), "ingest_2000": ("ingest_job", "0 20 * * *"),
                 "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *"),
                 "checkpoints_hourly": ("checkpoint_job", "0 * * * *"),
-                "quality_checks_2330": ("quality_checks_job", "30 23 * * *")}
+                "quality_checks_2330": ("quality_checks_job", "30 23 * * *"),
+                "lake_maintenance_0300": ("lake_maintenance_job", "0 3 * * *")}
     assert set(schedules) == set(expected)
     for name, (job, cron) in expected.items():
         assert schedules[name].job_name == job
@@ -122,7 +125,7 @@ def test_graph_labels_are_unambiguous_within_each_group_and_descriptions_say_the
     graph = defs.resolve_asset_graph()
     labels: dict = {}
     roles = {"source": "Source:", "bronze": "Bronze:", "gold": "Gold:", "serving": "Serving:", "reports": "Report:",
-             "checkpoints": "Checkpoint:", "recovery": "Restore:"}
+             "checkpoints": "Checkpoint:", "recovery": "Restore:", "lake": "Lake maintenance:"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         labels.setdefault(node.group_name, []).append(key.path[-1])

@@ -241,3 +241,20 @@ def test_a_lake_in_the_old_layout_is_refused_then_converted_without_losing_a_fil
                    for p in (tmp_path / "lake/_pre_delta").rglob("*") if p.is_file())
     assert len(aside) == 8 and f"silver/sales/date={DAY}/part-ffffffffffff-00000.parquet" in aside, aside
     assert migrate(["--lake", lake.url]) == 0 and "nothing to convert" in capsys.readouterr().out
+
+
+def test_without_conditional_writes_each_tables_writers_share_a_pool_whose_limit_is_configured(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from resources.lake_settings import writer_pool
+
+    assert writer_pool("silver/quarantine", "sales") is None, "by default Delta's own commit protocol arbitrates"
+    monkeypatch.setenv("AEGIS_LAKE_SINGLE_WRITER", "true")
+    assert writer_pool("silver/quarantine", "sales") == "lake_silver_quarantine_sales"
+    root = Path(__file__).parents[1] / "docker"
+    assert yaml.safe_load((root / "dagster.yaml").read_text())["concurrency"]["pools"]["default_limit"] == 1
+    shutil.copy(root / "dagster.local.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
