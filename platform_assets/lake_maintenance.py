@@ -40,8 +40,8 @@ def _report(rows: list[tuple[str, StoredFiles, StoredFiles]], seconds: float, **
 
 
 @dg.asset(key=["lake", "compaction"], group_name="lake_maintenance", kinds={"delta"},
-          description="Lake maintenance: compacts the small files of every lake table into fewer (the files the newest version "
-          "reads, before and after; rows unchanged).")
+          description="Lake maintenance: compacts the small files of every lake table into fewer (the files the "
+          "newest version reads, before and after; rows unchanged).")
 def compaction(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     rows = []
     with stopwatch() as clock:
@@ -58,8 +58,8 @@ def compaction(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeR
 
 
 @dg.asset(key=["lake", "vacuum"], deps=[compaction], group_name="lake_maintenance", kinds={"delta"},
-          description="Lake maintenance: deletes the files no version within the time-travel retention needs (every file stored "
-          "under each table, before and after).")
+          description="Lake maintenance: deletes the files no version within the time-travel retention needs "
+          "(every file stored under each table, before and after).")
 def vacuum(context: dg.AssetExecutionContext, config: VacuumConfig, lake: Lake) -> dg.MaterializeResult:
     retention = lake.retention_hours if config.retention_hours is None else config.retention_hours
     rows, removed = [], 0

@@ -2,6 +2,7 @@
 holds the same rows, else by re-materialising it from upstream; one run per loss, and an alert."""
 
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -106,3 +107,33 @@ def test_a_truncated_file_is_restored_from_the_version_that_holds_the_same_rows(
     assert truth(lake, "silver", "customers") == before
     assert lake.versions("silver", "customers", DAY)[0].operation.endswith(f"(restore of v{versions[1].version})")
     assert "intact" in watch.tick().skip_message
+
+
+HEALING_RUNS = """query($value: String!) { runsOrError(filter: {tags: [{key: "aegis/trigger", value: $value}]}) {
+  ... on Runs { results { runId status jobName tags { key value } } } } }"""
+
+
+def test_the_running_daemon_heals_a_deleted_silver_file_without_a_person(tmp_path):
+    from bench.dagster_server import dagster_server, embedded_env, local_home
+    from resources import Lake
+
+    local_home(tmp_path)
+    env = embedded_env(tmp_path, 300, AEGIS_LAKE_WATCH_INTERVAL_SECONDS="2")
+    with dagster_server(env, tmp_path) as server:
+        run_id = server.materialize(["source", "bronze", "silver"], partition=DAY)
+        assert server.wait_for_run(run_id)["status"] == "SUCCESS"
+        lake = Lake(url=env["AEGIS_LAKE_URL"])
+        before = truth(lake, "silver", "video_events")
+        os.remove(data_file(lake, "silver", "video_events"))
+
+        deadline = time.monotonic() + 180
+        runs = []
+        while time.monotonic() < deadline and not any(r["status"] == "SUCCESS" for r in runs):
+            time.sleep(1)
+            runs = server.graphql(HEALING_RUNS, {"value": "lake_partition_watch"})["runsOrError"]["results"]
+        assert [(r["jobName"], r["status"]) for r in runs] == [("lake_rebuild_job", "SUCCESS")], runs
+        tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+        assert tags["aegis/lake_table"] == "silver/video_events" and tags["dagster/partition"] == DAY
+        assert truth(lake, "silver", "video_events") == before
+        time.sleep(6)  # a few more ticks: the healed partition starts no other run
+        assert len(server.graphql(HEALING_RUNS, {"value": "lake_partition_watch"})["runsOrError"]["results"]) == 1
