@@ -258,3 +258,48 @@ def test_without_conditional_writes_each_tables_writers_share_a_pool_whose_limit
     shutil.copy(root / "dagster.local.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def _restore(lake: Lake, instance, **config) -> dg.ExecuteInProcessResult:
+    return lake_restore_job.execute_in_process(run_config={"ops": {"restore_lake_table": {"config": config}}},
+                                               resources={"lake": lake}, instance=instance, raise_on_error=False)
+
+
+def test_a_whole_table_goes_back_to_a_version_or_a_time_and_mistakes_are_named(tmp_path):
+    lake = Lake(url=f"file://{tmp_path}/lake")
+    schema = _rows(1, "x").schema
+    lake.write_partition("silver", "sales", DAY, _rows(10, "a"), schema)  # version 0
+    lake.write_partition("silver", "sales", OTHER, _rows(4, "b"), schema)  # version 1: both days as wanted
+    wanted = {d: _sorted(lake.read_partition("silver", "sales", d)) for d in (DAY, OTHER)}
+    as_of = lake.versions("silver", "sales", OTHER)[0].timestamp.isoformat()
+    lake.write_partition("silver", "sales", DAY, _rows(2, "bad"), schema)  # version 2
+    lake.write_partition("silver", "sales", OTHER, _rows(1, "bad"), schema)  # version 3
+    with dg.instance_for_test() as instance:
+        assert _restore(lake, instance, table="silver/sales", version=1).success
+        assert {d: _sorted(lake.read_partition("silver", "sales", d)) for d in (DAY, OTHER)} == wanted
+        lake.write_partition("silver", "sales", DAY, _rows(3, "bad again"), schema)
+        assert _restore(lake, instance, table="silver/sales", as_of=as_of).success
+        assert {d: _sorted(lake.read_partition("silver", "sales", d)) for d in (DAY, OTHER)} == wanted
+
+        unknown = _restore(lake, instance, table="silver/nope", date=DAY)
+        assert not unknown.success and "unknown lake table 'silver/nope'" in str(unknown.all_events)
+        never = _restore(lake, instance, table="silver/sales", date=DAY, version=99)
+        assert not never.success and "no version 99" in str(never.all_events)
+    assert lake.read_partition("silver", "sales", DAY).num_rows == 10, "failed restores changed nothing"
+
+
+def test_a_step_that_lost_a_partition_to_another_writer_runs_again_and_succeeds():
+    from platform_assets.lake_writes import retried_on_conflict
+
+    attempts = []
+
+    @dg.asset
+    def contested(context: dg.AssetExecutionContext) -> None:
+        with retried_on_conflict(context):
+            attempts.append(context.retry_number)
+            if len(attempts) == 1:
+                raise LakeWriteConflict("silver/sales date=2026-03-01: another writer committed this table")
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([contested], instance=instance).success
+    assert attempts == [0, 1]

@@ -51,8 +51,9 @@ def test_every_variable_the_code_reads_is_set_for_the_platform_containers():
 def test_the_instance_is_production_shaped():
     assert set(INSTANCE["storage"]) == {"postgres"}
     assert INSTANCE["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert INSTANCE["run_coordinator"]["config"]["max_concurrent_runs"] > 0
-    assert INSTANCE["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert INSTANCE["concurrency"]["runs"]["max_concurrent_runs"] > 0
+    assert INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert INSTANCE["concurrency"]["pools"]["default_limit"] == 1, "pools (warehouse, lake writers) are limited"
     assert INSTANCE["run_launcher"]["class"] == "DockerRunLauncher"
     assert INSTANCE["run_retries"]["enabled"] is True
     assert INSTANCE["compute_logs"]["class"] == "S3ComputeLogManager"

@@ -118,7 +118,7 @@ def test_the_running_daemon_heals_a_deleted_silver_file_without_a_person(tmp_pat
     from resources import Lake
 
     local_home(tmp_path)
-    env = embedded_env(tmp_path, 300, AEGIS_LAKE_WATCH_INTERVAL_SECONDS="2")
+    env = embedded_env(tmp_path, 3000, AEGIS_LAKE_WATCH_INTERVAL_SECONDS="2")  # enough rows for the 2 % tolerance
     with dagster_server(env, tmp_path) as server:
         run_id = server.materialize(["source", "bronze", "silver"], partition=DAY)
         assert server.wait_for_run(run_id)["status"] == "SUCCESS"
