@@ -8,6 +8,7 @@ import dagster as dg
 from platform_assets import (
           bronze,
           checkpoints,
+          gates,
           gold,
           lake_maintenance,
           quality,
@@ -29,7 +30,7 @@ from sensors.schedules import schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
-          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets]
+          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log]
 asset_checks = quality.checks  # checkpoints verify what they wrote in their own step (check_specs)
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),

@@ -9,6 +9,7 @@ import dagster as dg
 import pyarrow as pa
 
 from platform_assets import aggregations as agg
+from platform_assets import gates
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
@@ -57,6 +58,7 @@ def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         day = context.partition_key
+        gates.enforce(context)
         with stopwatch() as clock, retried_on_conflict(context):
             inputs = [lake.read_partition("silver", t, day) for t in spec.inputs]
             result = spec.build(*inputs)

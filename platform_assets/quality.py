@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from platform_assets import expectations as ex
 from platform_assets.cleansing import ContractBreakError, typed
+from platform_assets.gates import gated
 from platform_assets.gold import GOLD_TABLES, GoldTable
 from platform_assets.partitions import daily
 from platform_assets.serving import DAY_COLUMN
@@ -93,6 +94,7 @@ def _bronze_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=key, name="schema_contract", blocking=True, partitions_def=daily,
                     description="The columns and types arriving from the source match the contract "
                     "(platform_assets/tables.py); the metadata lists added, removed and retyped columns.")
+    @gated
     def schema_contract(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         schema = lake.read_partition("bronze", contract.name, context.partition_key).schema
         diff = schema_diff(contract, schema)
@@ -107,6 +109,7 @@ def _bronze_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(asset=key, name="matches_source", blocking=True, partitions_def=daily,
                     description="Bronze holds exactly the rows the source holds for the day.")
+    @gated
     def matches_source(context: dg.AssetCheckExecutionContext, lake: Lake,
                        source_db: SourceDatabase) -> dg.AssetCheckResult:
         day = context.partition_key
@@ -128,6 +131,7 @@ def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
                     description=f"Great Expectations: the rows that entered silver meet the contract (at most "
                     f"{ex.TOLERANCE:.0%} breaking any one rule; those are quarantined), and the clean rows "
                     "are strictly unique per key, complete and typed.")
+    @gated
     def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         day = context.partition_key
         bronze = lake.read_partition("bronze", contract.name, day)
@@ -145,6 +149,7 @@ def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=key, name="rows_reconcile", blocking=True, partitions_def=daily,
                     description="Nothing dropped silently: bronze rows = silver rows + duplicates removed "
                     "+ quarantined rows.")
+    @gated
     def rows_reconcile(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         day = context.partition_key
         bronze = lake.partition_stats("bronze", contract.name, day).rows
@@ -190,6 +195,7 @@ def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=key, name="expectations", blocking=True, partitions_def=daily,
                     description="Great Expectations: keys unique and present, values in range, percentiles "
                     "ordered, rates within [0, 1], personal data only as hashes.")
+    @gated
     def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         gold = lake.read_partition("gold", spec.name, context.partition_key)
         return _suite_result({"gold rows (strict)": ex.validate(ex.to_frame(gold), ex.gold_suite(spec.name),
@@ -197,6 +203,7 @@ def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(asset=key, name="totals_match_silver", blocking=True, partitions_def=daily,
                     description=f"{gold_sql} of the gold partition equals {silver_sql} of silver/{silver_table}.")
+    @gated
     def totals_match_silver(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         day = context.partition_key
         gold_partition = lake.read_partition("gold", spec.name, day)
@@ -218,6 +225,7 @@ def _serving_check(spec: GoldTable) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=key, name="matches_gold", blocking=True, partitions_def=daily,
                     description="The warehouse holds exactly the gold rows of the day (or, for a dimension, "
                     "every gold key exactly once).")
+    @gated
     def matches_gold(context: dg.AssetCheckExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.AssetCheckResult:
         day = context.partition_key
         gold = lake.read_partition("gold", spec.name, day)

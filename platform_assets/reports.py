@@ -6,6 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
+from platform_assets import gates
 from platform_assets.audit import audit_markdown, bottlenecks
 from platform_assets.dashboard import render_dashboard
 from platform_assets.metadata import stopwatch
@@ -26,6 +27,7 @@ TREND_DAYS = 14
 )
 def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
     day = context.partition_key
+    gates.enforce(context)
     with stopwatch() as clock:
         latency = warehouse.read("server_latency_daily", DAY_COLUMN, day, day)
         report = audit_markdown(day, latency)
@@ -57,6 +59,7 @@ def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Wareho
 )
 def executive_dashboard(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
     day = context.partition_key
+    gates.enforce(context)
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=TREND_DAYS - 1)).isoformat()
     with stopwatch() as clock:
         latency = warehouse.read("server_latency_daily", DAY_COLUMN, day, day)

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from platform_assets import gates
 from platform_assets.gold import GOLD_TABLES, GoldTable
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
@@ -25,6 +26,7 @@ def _serving_asset(spec: GoldTable) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
         day = context.partition_key
+        gates.enforce(context)
         with stopwatch() as clock:
             data = lake.read_partition("gold", spec.name, day)
             if spec.key:

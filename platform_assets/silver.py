@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from platform_assets import gates
 from platform_assets.cleansing import cleanse
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
@@ -31,6 +32,7 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, lake: Lake, masker: PiiMasker):
         day = context.partition_key
+        gates.enforce(context)
         with stopwatch() as clock, retried_on_conflict(context):
             bronze = lake.read_partition("bronze", name, day)
             result = cleanse(contract, bronze)

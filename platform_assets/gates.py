@@ -1,0 +1,146 @@
+"""Quality gates that hold across runs: a day of an asset is not built from an upstream day whose blocking
+check failed, whatever launched the run (schedule, automation, sensor, backfill, a click in the UI).
+
+Dagster stops downstream assets after a failed blocking check only inside the run that evaluated it, and the
+layers run in separate runs. So every blocking check also records its verdict for its day as an observation
+of the checked asset (`record`), and every downstream asset starts by reading its upstream days' latest
+verdicts (`enforce`): an ERROR failure stops the step with a message naming the upstream, the check, why it
+failed and what to do. The block lifts when the check passes again (the upstream re-materialised and checked,
+or the check re-run). An operator may override one gate deliberately with the run tag
+`aegis/override_gate=<asset>:<check>` (comma-separated for several, e.g. `bronze/sales:schema_contract`);
+every override is recorded on the `quality_gate_log` asset, shown in the UI.
+"""
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+OVERRIDE_TAG = "aegis/override_gate"
+GATE_LOG = dg.AssetKey("quality_gate_log")
+CHECK, VERDICT, RUN, REASON = "aegis/gate_check", "aegis/gate_verdict", "aegis/gate_run_id", "aegis/gate_reason"
+PASSED, WARNED, FAILED = "passed", "warned", "failed"
+RECENT_OBSERVATIONS = 200
+
+
+@dataclass(frozen=True)
+class Block:
+    upstream: dg.AssetKey
+    check: str
+    run_id: str
+    reason: str
+    at: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.upstream.to_user_string()}:{self.check}"
+
+
+def record(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """Keep the verdict of a blocking check for its asset and day, where any later run can read it."""
+    key = context.check_specs[0].asset_key
+    verdict = PASSED if result.passed else (WARNED if result.severity == dg.AssetCheckSeverity.WARN else FAILED)
+    context.instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key=key, partition=context.partition_key if context.has_partition_key else None, metadata={
+            CHECK: context.check_specs[0].name, VERDICT: verdict, RUN: context.run.run_id,
+            REASON: (result.description or "")[:1000]}))
+    return result
+
+
+def gated(check: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCheckResult]:
+    """Apply under `@dg.asset_check(..., blocking=True)`: the check's verdict is recorded for later runs."""
+
+    @functools.wraps(check)
+    def recorded(context: dg.AssetCheckExecutionContext, *args, **kwargs) -> dg.AssetCheckResult:
+        return record(context, check(context, *args, **kwargs))
+
+    return recorded
+
+
+def latest_verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> dict[str, tuple]:
+    """check name -> (verdict, run id, reason, time) of the newest evaluation of each gate of `key`'s day."""
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]),
+                                          limit=RECENT_OBSERVATIONS).records
+    verdicts: dict[str, tuple] = {}
+    for entry in records:  # newest first
+        metadata = entry.asset_observation.metadata
+        if CHECK not in metadata:
+            continue
+        verdicts.setdefault(metadata[CHECK].value, (
+            metadata[VERDICT].value, metadata[RUN].value, metadata[REASON].value,
+            dt.datetime.fromtimestamp(entry.timestamp, dt.UTC)))
+    return verdicts
+
+
+def blocks(instance: dg.DagsterInstance, upstream: Sequence[dg.AssetKey], day: str) -> list[Block]:
+    return [Block(key, check, run_id, reason, at) for key in upstream
+            for check, (verdict, run_id, reason, at) in sorted(latest_verdicts(instance, key, day).items())
+            if verdict == FAILED]
+
+
+def overridden(tags: dict[str, str]) -> set[str]:
+    return {name.strip() for name in tags.get(OVERRIDE_TAG, "").split(",") if name.strip()}
+
+
+@functools.cache
+def ancestors(key: dg.AssetKey) -> frozenset[dg.AssetKey]:
+    """Every asset upstream of `key` in the code location (transitively): a failed gate anywhere above a day
+    blocks it, not only one step above."""
+    from platform_assets.definitions import assets  # imported here: the layer modules import this one
+
+    graph = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
+    return frozenset(dg.AssetSelection.assets(key).upstream(include_self=False).resolve(graph))
+
+
+def enforce(context: dg.AssetExecutionContext) -> None:
+    """Stop this step when a blocking check of an upstream day failed and no override names it; audit
+    overrides."""
+    day = context.partition_key
+    upstream = sorted(set().union(*(ancestors(k) for k in context.selected_asset_keys)), key=str)
+    found = blocks(context.instance, upstream, day)
+    allowed = overridden(context.run.tags)
+    for block in found:
+        if block.name in allowed:
+            _audit(context, block, day)
+    refused = [b for b in found if b.name not in allowed]
+    if not refused:
+        return
+    targets = ", ".join(k.to_user_string() for k in sorted(context.selected_asset_keys, key=str))
+    lines = [f"- {b.name} failed for {day} (run {b.run_id[:8]}, {b.at:%Y-%m-%d %H:%M} UTC): {b.reason[:300]}"
+             for b in refused]
+    raise dg.Failure(
+        description=f"Quality gate: {targets} for {day} is not built from upstream data that failed a blocking "
+        "check:\n" + "\n".join(lines) + "\nFix the upstream data and re-materialise the upstream asset for this "
+        "day (its checks run with it), or re-run the failed check once the data is right. To build anyway, "
+        f"launch with the run tag {OVERRIDE_TAG}=" + ",".join(b.name for b in refused) + " (audited on "
+        "quality_gate_log).",
+        metadata={"blocked_by": dg.MetadataValue.json([b.name for b in refused]), "partition": day},
+        allow_retries=False)
+
+
+def _audit(context: dg.AssetExecutionContext, block: Block, day: str) -> None:
+    targets = ", ".join(k.to_user_string() for k in sorted(context.selected_asset_keys, key=str))
+    context.log.warning(f"quality gate {block.name} for {day} OVERRIDDEN by the run tag {OVERRIDE_TAG}: building "
+                        f"{targets} from data that failed: {block.reason[:300]}")
+    context.log_event(dg.AssetMaterialization(asset_key=GATE_LOG, metadata={
+        "overridden_gate": dg.MetadataValue.text(block.name),
+        "partition": dg.MetadataValue.text(day),
+        "built_anyway": dg.MetadataValue.text(targets),
+        "failed_because": dg.MetadataValue.text(block.reason[:1000]),
+        "failed_in_run": dg.MetadataValue.text(block.run_id),
+        "override_run": dg.MetadataValue.text(context.run_id),
+        "launched_by": dg.MetadataValue.text(context.run.tags.get("dagster/user")
+                                             or context.run.tags.get("dagster/schedule_name")
+                                             or context.run.tags.get("dagster/sensor_name") or "unknown"),
+        "at (UTC)": dg.MetadataValue.text(dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")),
+    }))
+
+
+gate_log = dg.AssetSpec(
+    GATE_LOG, group_name="quality",
+    description="Quality gate log: every deliberate override of a failed blocking check (run tag "
+    "aegis/override_gate) — which gate, which day, what was built anyway, why the check had failed, which run. "
+    "Reported by the overriding run; not materialised by hand.",
+)
