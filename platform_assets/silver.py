@@ -38,7 +38,9 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
             result = cleanse(contract, bronze)
             clean = masker.mask(result.clean, contract.hashed_pii, contract.name_pii)
             quarantine = masker.mask(result.quarantine, contract.hashed_pii, contract.name_pii)
-            clean_stats = lake.write_partition("silver", name, day, clean, clean.schema, run_id=context.run_id)
+            clean_stats = lake.write_partition("silver", name, day, clean, clean.schema, run_id=context.run_id,
+                                               facts={"duplicates_removed": result.duplicates,
+                                                      "bronze_rows": bronze.num_rows})
             quarantine_stats = lake.write_partition("silver/quarantine", name, day, quarantine, quarantine.schema,
                                                     run_id=context.run_id)
         reasons = result.reasons()

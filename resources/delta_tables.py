@@ -25,6 +25,7 @@ from resources.identifiers import check_day
 PARTITION = "date"
 ROWS, FINGERPRINT, DAY, RUN, RESTORED_FROM = ("aegis.rows", "aegis.fingerprint", "aegis.partition", "aegis.run_id",
                                              "aegis.restored_from_version")
+FACT = "aegis.fact."  # facts the writer states about the day it wrote (e.g. duplicates removed)
 HISTORY_DEPTH = 100  # commits looked at when listing one day's versions
 WRITER = WriterProperties(compression="ZSTD")
 
@@ -57,6 +58,7 @@ class PartitionVersion:
     rows: int | None
     fingerprint: str | None
     run_id: str | None
+    facts: dict[str, int]  # what the writer stated about this version of the day
 
 
 def open_table(loc: DeltaLocation, version: int | None = None) -> DeltaTable | None:
@@ -90,7 +92,8 @@ def _with_day(batches: Iterable[pa.RecordBatch], schema: pa.Schema, day: str, co
 
 
 def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
-                    run_id: str | None = None, restored_from: int | None = None) -> tuple[int, int, str | None]:
+                    run_id: str | None = None, restored_from: int | None = None,
+                    facts: dict[str, int] | None = None) -> tuple[int, int, str | None]:
     """Replace the day with `data` in one commit; (version, rows, fingerprint). A whole table's fingerprint is
     recorded in the commit (so history can tell which versions hold equal rows); streamed batches are
     written as they come and carry none (delta-rs takes the commit info before the stream is read)."""
@@ -99,7 +102,7 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
     existing = open_table(loc)
     if existing is not None:
         schema = _conformed(loc, existing, schema)
-    custom = {DAY: day, RUN: run_id or ""}
+    custom = {DAY: day, RUN: run_id or "", **{FACT + name: str(value) for name, value in (facts or {}).items()}}
     fingerprint = None
     if isinstance(data, pa.Table):
         data = data.cast(schema) if data.schema != schema else data
@@ -220,7 +223,8 @@ def partition_versions(loc: DeltaLocation, day: str, limit: int = 10) -> list[Pa
             operation=entry.get("operation", "?") + (f" (restore of v{entry[RESTORED_FROM]})"
                                                     if entry.get(RESTORED_FROM) else ""),
             rows=int(rows) if rows is not None else metrics.get("num_added_rows"),
-            fingerprint=entry.get(FINGERPRINT), run_id=entry.get(RUN) or None))
+            fingerprint=entry.get(FINGERPRINT), run_id=entry.get(RUN) or None,
+            facts={k.removeprefix(FACT): int(v) for k, v in entry.items() if k.startswith(FACT)}))
         if len(versions) == limit:
             break
     return versions

@@ -154,14 +154,15 @@ class Lake(dg.ConfigurableResource):
     @_reachable
     def write_partition(self, layer: str, table: str, partition: str,
                         data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
-                        run_id: str | None = None) -> WriteStats:
-        """Replace the day with `data` (a table, or streamed record batches) in one Delta commit."""
+                        run_id: str | None = None, facts: dict[str, int] | None = None) -> WriteStats:
+        """Replace the day with `data` (a table, or streamed record batches) in one Delta commit; `facts` are
+        kept in that commit (read back with `versions`)."""
         loc = self.location(layer, table)
         check_day(partition)
         if delta.open_table(loc) is None:
             self._refuse_legacy(layer, table)
             self._check_conditional_writes()
-        version, rows, _ = delta.write_partition(loc, partition, data, schema, run_id=run_id)
+        version, rows, _ = delta.write_partition(loc, partition, data, schema, run_id=run_id, facts=facts)
         return self._stats(loc, layer, table, partition, version, rows)
 
     def _stats(self, loc: delta.DeltaLocation, layer: str, table: str, partition: str, version: int,
