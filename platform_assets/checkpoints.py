@@ -16,7 +16,7 @@ from platform_assets.partitions import checkpoint_partitions
 from platform_assets.protected import GROUPS
 from platform_assets.safeguard import asides_of, expired_asides
 from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources import CheckpointStore, RecoveryPolicy, SourceDatabase, gate_verdicts
 from resources.checkpoint_format import new_checkpoint_id
 from resources.consistency_groups import ConsistencyGroup
 from resources.table_refs import TableRef, safe_component
@@ -138,11 +138,14 @@ def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, 
         "replaced_tables_dropped": dg.MetadataValue.json(dropped),
     })
     result = checkpoints.verify(table, manifest["id"], "full")
-    yield dg.AssetCheckResult(
+    verdict = dg.AssetCheckResult(
         asset_key=key, check_name="checkpoint_verified", passed=result.ok, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if result.ok else f"checkpoint {manifest['id']}: " + "; ".join(result.problems)[:900],
         metadata={"checkpoint_id": manifest["id"], "level": result.level, "seconds": result.seconds,
                   "problems": dg.MetadataValue.json(result.problems)},
     )
+    gate_verdicts.record(context.instance, key, None, "checkpoint_verified", verdict, context.run.run_id)  # alerts
+    yield verdict
 
 
 def _schema_objects(source: dict) -> int:

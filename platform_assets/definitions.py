@@ -26,7 +26,7 @@ from resources.lake_settings import retention_from_env
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, lake_rebuild_job, recovery_job
 from sensors.lake_watch import build_lake_watch
-from sensors.schedules import schedules
+from sensors.schedules import build_quality_recheck, schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
@@ -34,9 +34,13 @@ assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving
 asset_checks = quality.checks  # checkpoints verify what they wrote in their own step (check_specs)
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
-           build_alert_sensor(),
+           build_alert_sensor(sorted({spec.asset_key for check in quality.checks for spec in check.check_specs}
+                                     | {spec.asset_key for group in checkpoints.assets for spec in group.check_specs},
+                                     key=str)),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
+
+quality_recheck = build_quality_recheck([key for check in quality.checks for key in check.check_keys])
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"), retention_hours=retention_from_env())
 resources = {
@@ -54,5 +58,5 @@ resources = {
 # forkserver, 18-22 s in process; see README "Fast from the UI").
 defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
                       jobs=[*jobs, *recovery.jobs, lake_restore_job, lake_maintenance.maintenance_job],
-                      schedules=[*schedules, lake_maintenance.maintenance_schedule],
+                      schedules=[*schedules, quality_recheck, lake_maintenance.maintenance_schedule],
                       sensors=sensors, resources=resources, executor=dg.in_process_executor)

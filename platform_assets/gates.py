@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from resources import gate_verdicts as verdicts
+
 OVERRIDE_TAG = "aegis/override_gate"
 GATE_LOG = dg.AssetKey("quality_gate_log")
-CHECK, VERDICT, RUN, REASON = "aegis/gate_check", "aegis/gate_verdict", "aegis/gate_run_id", "aegis/gate_reason"
-PASSED, WARNED, FAILED = "passed", "warned", "failed"
-RECENT_OBSERVATIONS = 200
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,14 @@ class Block:
 
 def record(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
     """Keep the verdict of a blocking check for its asset and day, where any later run can read it."""
-    key = context.check_specs[0].asset_key
-    verdict = PASSED if result.passed else (WARNED if result.severity == dg.AssetCheckSeverity.WARN else FAILED)
-    context.instance.report_runless_asset_event(dg.AssetObservation(
-        asset_key=key, partition=context.partition_key if context.has_partition_key else None, metadata={
-            CHECK: context.check_specs[0].name, VERDICT: verdict, RUN: context.run.run_id,
-            REASON: (result.description or "")[:1000]}))
+    spec = context.check_specs[0]
+    verdicts.record(context.instance, spec.asset_key, context.partition_key if context.has_partition_key else None,
+                    spec.name, result, context.run.run_id)
     return result
 
 
 def gated(check: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCheckResult]:
-    """Apply under `@dg.asset_check(..., blocking=True)`: the check's verdict is recorded for later runs."""
+    """Apply under `@dg.asset_check(...)`: the check's verdict is recorded for later runs and for alerts."""
 
     @functools.wraps(check)
     def recorded(context: dg.AssetCheckExecutionContext, *args, **kwargs) -> dg.AssetCheckResult:
@@ -59,25 +55,10 @@ def gated(check: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCh
     return recorded
 
 
-def latest_verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> dict[str, tuple]:
-    """check name -> (verdict, run id, reason, time) of the newest evaluation of each gate of `key`'s day."""
-    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]),
-                                          limit=RECENT_OBSERVATIONS).records
-    verdicts: dict[str, tuple] = {}
-    for entry in records:  # newest first
-        metadata = entry.asset_observation.metadata
-        if CHECK not in metadata:
-            continue
-        verdicts.setdefault(metadata[CHECK].value, (
-            metadata[VERDICT].value, metadata[RUN].value, metadata[REASON].value,
-            dt.datetime.fromtimestamp(entry.timestamp, dt.UTC)))
-    return verdicts
-
-
 def blocks(instance: dg.DagsterInstance, upstream: Sequence[dg.AssetKey], day: str) -> list[Block]:
-    return [Block(key, check, run_id, reason, at) for key in upstream
-            for check, (verdict, run_id, reason, at) in sorted(latest_verdicts(instance, key, day).items())
-            if verdict == FAILED]
+    return [Block(key, v.check, v.run_id, v.reason, v.at) for key in upstream
+            for v in sorted(verdicts.latest(instance, key, day).values(), key=lambda v: v.check)
+            if v.verdict == verdicts.FAILED]
 
 
 def overridden(tags: dict[str, str]) -> set[str]:

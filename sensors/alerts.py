@@ -1,8 +1,9 @@
 """quality_alerts: one alert per failed run and per failed asset check.
 
-A failed asset check does not fail its run, so run-failure sensors never see it. This sensor reads the
-runs that finished since its cursor, failed or not, and raises an alert for each failed run and each
-failed check evaluation in them: always a structured log line (`AEGIS_ALERT {json}`), and a JSON POST to
+A failed asset check does not fail its run, so run-failure sensors never see it. This sensor reads, since
+its cursor, the runs that failed and the verdicts the checks recorded (resources/gate_verdicts.py), and
+raises an alert for each failed run and each failed or warned check evaluation — public Dagster API only:
+always a structured log line (`AEGIS_ALERT {json}`), and a JSON POST to
 `AEGIS_ALERT_WEBHOOK_URL` when it is set, retried with backoff. Alerts the webhook did not take wait in
 the cursor (bounded) for the next tick, so a dead webhook delays alerts but never breaks the sensor.
 """
@@ -12,8 +13,11 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 
 import dagster as dg
+
+from resources import gate_verdicts as verdicts
 
 WEBHOOK_VAR = "AEGIS_ALERT_WEBHOOK_URL"
 RECORDS_PER_TICK = 100
@@ -29,19 +33,12 @@ def run_failure_alert(instance: dg.DagsterInstance, run_id: str, message: str) -
             "partition": (run.tags.get("dagster/partition") if run else None), "message": message[:500]}
 
 
-def check_failure_alerts(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    alerts = []
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data
-        if evaluation.passed:
-            continue
-        alerts.append({
-            "kind": "asset_check_failed", "run_id": run_id, "asset": evaluation.asset_key.to_user_string(),
-            "check": evaluation.check_name, "severity": evaluation.severity.value,
-            "partition": getattr(evaluation, "partition", None) or entry.dagster_event.partition,
-            "description": (evaluation.description or "")[:500],
-        })
-    return alerts
+def check_failure_alerts(found: Sequence[verdicts.Verdict]) -> list[dict]:
+    """One alert per failed (or warned) check evaluation."""
+    return [{"kind": "asset_check_failed", "run_id": v.run_id, "asset": v.asset_key.to_user_string(),
+             "check": v.check, "severity": "ERROR" if v.verdict == verdicts.FAILED else "WARN",
+             "partition": v.partition, "description": v.reason[:500]}
+            for v in found if v.verdict != verdicts.PASSED]
 
 
 def post(url: str, alert: dict) -> bool:
@@ -62,28 +59,30 @@ def post(url: str, alert: dict) -> bool:
     return False
 
 
-def build_alert_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
+def build_alert_sensor(checked: Sequence[dg.AssetKey] = (), interval_seconds: int = 30) -> dg.SensorDefinition:
+    """Alerts on failed runs (run status changes) and on failed checks of the `checked` assets (the verdicts
+    their checks record, resources/gate_verdicts.py): public Dagster API only."""
+
     @dg.sensor(name="quality_alerts", minimum_interval_seconds=interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="One alert per failed run and per failed asset check (which never fails a run): "
                f"a structured log line, and a POST to {WEBHOOK_VAR} when set.")
     def quality_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        state = json.loads(context.cursor) if context.cursor else {"failure": None, "success": None,
-                                                                    "pending": [], "caught_up": False}
+        state = json.loads(context.cursor) if context.cursor else {"failure": None, "pending": [],
+                                                                    "caught_up": False}
         alerts: list[dict] = []
-        for event_type, key in ((dg.DagsterEventType.RUN_FAILURE, "failure"),
-                                (dg.DagsterEventType.RUN_SUCCESS, "success")):
-            result = context.instance.fetch_run_status_changes(event_type, limit=RECORDS_PER_TICK,
-                                                               cursor=state[key], ascending=True)
-            for record in result.records:
-                run_id = record.event_log_entry.run_id
-                if key == "failure":
-                    message = record.event_log_entry.dagster_event.message or "run failed"
-                    alerts.append(run_failure_alert(context.instance, run_id, message))
-                alerts.extend(check_failure_alerts(context.instance, run_id))
-            state[key] = result.cursor or state[key]
+        result = context.instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=RECORDS_PER_TICK,
+                                                           cursor=state["failure"], ascending=True)
+        for record in result.records:
+            message = record.event_log_entry.dagster_event.message or "run failed"
+            alerts.append(run_failure_alert(context.instance, record.event_log_entry.run_id, message))
+        state["failure"] = result.cursor or state["failure"]
+        found = verdicts.since(context.instance, checked, state.get("verdicts"), limit=RECORDS_PER_TICK)
+        if found:
+            state["verdicts"] = found[-1].storage_id
+        alerts.extend(check_failure_alerts(found))
         if not state["caught_up"]:  # the first ticks only skip past history: alerts start from now
-            state["caught_up"] = len(alerts) < RECORDS_PER_TICK
+            state["caught_up"] = len(result.records) < RECORDS_PER_TICK and len(found) < RECORDS_PER_TICK
             context.update_cursor(json.dumps(state))
             return dg.SkipReason("caught up with past runs; alerting from now on")
         for alert in alerts:

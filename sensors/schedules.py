@@ -5,10 +5,11 @@ Checkpoints are taken every hour, on the hour; every quality check is re-run at 
 """
 
 import datetime as dt
+from collections.abc import Sequence
 
 import dagster as dg
 
-from sensors.jobs import DAILY_LAYERS, checkpoint_job, ingest_job, publish_job, quality_checks_job, transform_job
+from sensors.jobs import checkpoint_job, ingest_job, publish_job, quality_checks_job, transform_job
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
@@ -26,16 +27,18 @@ schedules = [
 ]
 
 
+def build_quality_recheck(check_keys: Sequence[dg.AssetCheckKey]) -> dg.ScheduleDefinition:
+    """quality_checks_2330: every check of the daily layers (given: `check_keys`), none of their assets, for the
+    latest complete day."""
+    keys = sorted(check_keys, key=str)
 
-@dg.schedule(name="quality_checks_2330", job=quality_checks_job, cron_schedule="30 23 * * *",
-             execution_timezone="UTC", default_status=RUNNING,
-             description="Re-runs every check of the daily layers (not their assets) for the latest complete day.")
-def quality_checks_2330(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
-    graph = context.repository_def.asset_graph
-    checks = [key for key in graph.asset_check_keys if graph.get(key.asset_key).group_name in DAILY_LAYERS]
-    return dg.RunRequest(run_key=f"quality-checks-{day}", partition_key=day, asset_selection=[],
-                         asset_check_keys=sorted(checks, key=str))
+    @dg.schedule(name="quality_checks_2330", job=quality_checks_job, cron_schedule="30 23 * * *",
+                 execution_timezone="UTC", default_status=RUNNING,
+                 description="Re-runs every check of the daily layers (not their assets) for the latest complete "
+                 "day.")
+    def quality_checks_2330(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+        return dg.RunRequest(run_key=f"quality-checks-{day}", partition_key=day, asset_selection=[],
+                             asset_check_keys=keys)
 
-
-schedules.append(quality_checks_2330)
+    return quality_checks_2330

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from platform_assets.gates import gated
 from sensors.alerts import WEBHOOK_VAR, build_alert_sensor
 
 
@@ -49,13 +50,14 @@ def fine_asset() -> int:
 
 
 @dg.asset_check(asset=fine_asset)
-def too_few_rows() -> dg.AssetCheckResult:
+@gated
+def too_few_rows(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, description="2 rows, expected at least 100")
 
 
 class Ticker:
     def __init__(self, instance):
-        self.sensor, self.instance, self.cursor = build_alert_sensor(), instance, None
+        self.sensor, self.instance, self.cursor = build_alert_sensor([fine_asset.key]), instance, None
 
     def tick(self) -> str:
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor)

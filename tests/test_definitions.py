@@ -28,13 +28,14 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         groups.setdefault(node.group_name, []).append(key)
-        if node.group_name in ("checkpoints", "recovery", "lake_maintenance"):  # whole tables, point in time
+        if node.group_name in ("checkpoints", "recovery", "lake_maintenance", "quality"):  # not per day
             assert node.partitions_def is None, key
         else:
             assert node.partitions_def == daily, key
         assert node.description, f"{key.to_user_string()} needs a description for the UI"
     assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery",
-                           "lake_maintenance"}
+                           "lake_maintenance", "quality"}
+    assert groups["quality"] == [dg.AssetKey("quality_gate_log")]
     assert set(groups["lake_maintenance"]) == {dg.AssetKey(["lake", "compaction"]), dg.AssetKey(["lake", "vacuum"])}
     for layer in ("checkpoints", "recovery"):
         assert sorted(k.path[1] for k in groups[layer] if len(k.path) == 2) == sorted(SOURCE_TABLES)
@@ -148,3 +149,17 @@ def test_every_run_executes_in_process_and_each_table_has_a_restore_job_over_its
         job = defs.resolve_job_def(f"restore_{table}")
         assert job.partitions_def == dg.DynamicPartitionsDefinition(name=f"checkpoints_{table}")
         assert job.asset_layer.selected_asset_keys == {dg.AssetKey(["recovery", table])}
+
+
+def test_the_2330_recheck_requests_every_daily_check_and_no_asset_for_the_latest_day():
+    import datetime as dt
+
+    schedule = defs.resolve_schedule_def("quality_checks_2330")
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 3, 2, 23, 30, tzinfo=dt.UTC),
+                                        repository_def=defs.get_repository_def())
+    (request,) = schedule.evaluate_tick(context).run_requests
+    graph = defs.resolve_asset_graph()
+    daily_checks = {k for k in graph.asset_check_keys if graph.get(k.asset_key).group_name in
+                    ("bronze", "silver", "gold", "serving")}
+    assert request.partition_key == "2026-03-01" and request.asset_selection == []
+    assert set(request.asset_check_keys) == daily_checks and len(daily_checks) == 37
