@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pyarrow as pa
 
+from platform_assets.automation import ingest_condition
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
@@ -44,6 +45,7 @@ def _bronze_asset(contract: SourceTable) -> dg.AssetsDefinition:
         group_name="bronze",
         partitions_def=daily,
         kinds={"delta"},
+        automation_condition=ingest_condition,
         pool=writer_pool("bronze", contract.name),
         description=f"Bronze: the day's {contract.name} rows exactly as the source holds them, plus when and by "
         f"which run they were ingested; the Delta table bronze/{contract.name} in the lake, partitioned by date.",

@@ -18,6 +18,7 @@ from platform_assets import (
           silver,
           source,
 )
+from platform_assets.automation import automation_sensor
 from platform_assets.lake_catalogue import LAKE_TABLES
 from platform_assets.lake_restore import lake_restore_job
 from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
@@ -37,6 +38,7 @@ sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTI
            build_alert_sensor(sorted({spec.asset_key for check in quality.checks for spec in check.check_specs}
                                      | {spec.asset_key for group in checkpoints.assets for spec in group.check_specs},
                                      key=str)),
+           automation_sensor(),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from platform_assets import aggregations as agg
 from platform_assets import gates
+from platform_assets.automation import downstream_condition
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
@@ -52,6 +53,7 @@ def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:
         group_name="gold",
         partitions_def=daily,
         kinds={"duckdb", "delta"},
+        automation_condition=downstream_condition,
         pool=writer_pool("gold", spec.name),
         freshness_policy=daily_freshness,
         description=f"Gold: {spec.description}",

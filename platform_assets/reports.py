@@ -8,6 +8,7 @@ import dagster as dg
 
 from platform_assets import gates
 from platform_assets.audit import audit_markdown, bottlenecks
+from platform_assets.automation import downstream_condition
 from platform_assets.dashboard import render_dashboard
 from platform_assets.metadata import stopwatch
 from platform_assets.partitions import daily
@@ -23,6 +24,7 @@ TREND_DAYS = 14
     group_name="reports",
     partitions_def=daily,
     kinds={"markdown"},
+    automation_condition=downstream_condition,
     description="Report: latency bottlenecks and the instability ranking of the day's servers (markdown).",
 )
 def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -51,6 +53,7 @@ def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Wareho
     group_name="reports",
     partitions_def=daily,
     kinds={"matplotlib"},
+    automation_condition=downstream_condition,
     description="Report: a PNG for the executive team with HTTP status classes, latency by server, the sales "
     f"trend over {TREND_DAYS} days and views by network.\n\n"
     "To see it, click [Show Markdown] beside 'dashboard' in the latest materialization: Dagster shows "

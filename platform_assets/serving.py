@@ -4,6 +4,7 @@
 import dagster as dg
 
 from platform_assets import gates
+from platform_assets.automation import downstream_condition
 from platform_assets.gold import GOLD_TABLES, GoldTable
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
@@ -20,6 +21,7 @@ def _serving_asset(spec: GoldTable) -> dg.AssetsDefinition:
         partitions_def=daily,
         kinds={"duckdb", "postgres"},
         pool="warehouse",
+        automation_condition=downstream_condition,
         freshness_policy=daily_freshness,
         description=f"Serving: gold/{spec.name} published to the warehouse table serving.{spec.name} "
         + (f"(upsert by {', '.join(spec.key)})." if spec.key else "(the day's rows replaced in one transaction)."),

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from platform_assets import gates
+from platform_assets.automation import downstream_condition
 from platform_assets.cleansing import cleanse
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
@@ -24,8 +25,10 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
         pool=writer_pool("silver", name),
         specs=[
             dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
+                         automation_condition=downstream_condition,
                          description=f"Silver: {name} typed to its contract, one row per key, PII masked."),
             dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
+                         automation_condition=downstream_condition,
                          description=f"Quarantine: the {name} rows that break the contract, each with its "
                          "reason (PII masked); in the lake at silver/quarantine."),
         ],

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from platform_assets.automation import source_condition
 from platform_assets.generators import generate
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
@@ -16,6 +17,7 @@ def _source_asset(contract: SourceTable) -> dg.AssetsDefinition:
         group_name="source",
         partitions_def=daily,
         kinds={"python"},
+        automation_condition=source_condition,
         description=f"Source: the day's synthetic {contract.name} rows, written into the source database "
         "(re-running a day replaces its rows, never duplicates them).",
     )

@@ -74,7 +74,7 @@ def _predicate(day: str) -> str:
 
 
 def _with_day(batches: Iterable[pa.RecordBatch], schema: pa.Schema, day: str, counted: list[int],
-              failed: list[BaseException]) -> Iterator[pa.RecordBatch]:
+              failed: list[BaseException], label: str) -> Iterator[pa.RecordBatch]:
     """The batches with the partition column; an error of the producer is kept in `failed` (delta-rs would
     otherwise hand it back flattened into its own error text)."""
     out = schema.append(pa.field(PARTITION, pa.string()))
@@ -82,13 +82,25 @@ def _with_day(batches: Iterable[pa.RecordBatch], schema: pa.Schema, day: str, co
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            batch = batch.cast(schema) if batch.schema != schema else batch
+            batch = _fitted(batch, schema, label) if batch.schema != schema else batch
             counted[0] += batch.num_rows
             yield pa.RecordBatch.from_arrays([*batch.columns, pa.array([day] * batch.num_rows, pa.string())],
                                              schema=out)
     except BaseException as exc:
         failed.append(exc)
         raise
+
+
+def _fitted(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, label: str) -> pa.RecordBatch | pa.Table:
+    """The batch in the table's column types; a value that does not fit is a clear error (nothing is written)."""
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        changed = [f"{f.name}: {f.type} arriving, the table holds {schema.field(f.name).type}"
+                   for f in batch.schema if f.type != schema.field(f.name).type]
+        raise ValueError(f"{label}: the rows do not fit the Delta table's columns ({'; '.join(changed)}): "
+                         f"{str(exc).splitlines()[0][:200]}. A column changed type at the source? Nothing was "
+                         "written; the table keeps its last good version.") from None
 
 
 def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
@@ -105,7 +117,7 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
     custom = {DAY: day, RUN: run_id or "", **{FACT + name: str(value) for name, value in (facts or {}).items()}}
     fingerprint = None
     if isinstance(data, pa.Table):
-        data = data.cast(schema) if data.schema != schema else data
+        data = _fitted(data, schema, loc.label) if data.schema != schema else data
         fingerprint = Fingerprint()
         fingerprint.update(data)
         fingerprint = fingerprint.hexdigest()
@@ -115,7 +127,7 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
         custom[RESTORED_FROM] = str(restored_from)
     counted, failed = [0], []
     stream = pa.RecordBatchReader.from_batches(schema.append(pa.field(PARTITION, pa.string())),
-                                               _with_day(data, schema, day, counted, failed))
+                                               _with_day(data, schema, day, counted, failed, loc.label))
     try:
         write_deltalake(existing if existing is not None else loc.uri, stream, partition_by=[PARTITION],
                         mode="overwrite", predicate=_predicate(day), storage_options=loc.storage_options,

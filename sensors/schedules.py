@@ -1,7 +1,6 @@
-"""When each layer runs (UTC), always for the latest complete day.
-
-Ingest runs twice: 08:00 lands yesterday, 20:00 lands it again to pick up late rows (idempotent).
-Checkpoints are taken every hour, on the hour; every quality check is re-run at 23:30.
+"""The clocks that remain (UTC): a checkpoint of every source table every hour, and every quality check of
+the daily layers re-run at 23:30 for the latest complete day. The daily layers themselves run by declarative
+automation (platform_assets/automation.py), not by schedules.
 """
 
 import datetime as dt
@@ -9,19 +8,11 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from sensors.jobs import checkpoint_job, ingest_job, publish_job, quality_checks_job, transform_job
+from sensors.jobs import checkpoint_job, quality_checks_job
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
 schedules = [
-    dg.build_schedule_from_partitioned_job(ingest_job, name="ingest_0800", hour_of_day=8, minute_of_hour=0,
-                                           default_status=RUNNING),
-    dg.build_schedule_from_partitioned_job(ingest_job, name="ingest_2000", hour_of_day=20, minute_of_hour=0,
-                                           default_status=RUNNING),
-    dg.build_schedule_from_partitioned_job(transform_job, name="transform_2200", hour_of_day=22,
-                                           minute_of_hour=0, default_status=RUNNING),
-    dg.build_schedule_from_partitioned_job(publish_job, name="publish_2300", hour_of_day=23, minute_of_hour=0,
-                                           default_status=RUNNING),
     dg.ScheduleDefinition(name="checkpoints_hourly", job=checkpoint_job, cron_schedule="0 * * * *",
                           default_status=RUNNING, description="RPO < 1 h: a checkpoint of every source table."),
 ]

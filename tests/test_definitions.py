@@ -54,11 +54,9 @@ def test_every_asset_depends_on_the_layer_before_it():
             assert parents == {previous[layer]}, key
 
 
-def test_schedules_run_the_layers_at_their_hours_and_start_running():
+def test_only_true_clocks_are_schedules_and_the_daily_layers_run_by_automation():
     schedules = {s.name: defs.resolve_schedule_def(s.name) for s in defs.schedules}
-    expected = {"ingest_0800": ("ingest_job", "0 8 * * *"), "ingest_2000": ("ingest_job", "0 20 * * *"),
-                "transform_2200": ("transform_job", "0 22 * * *"), "publish_2300": ("publish_job", "0 23 * * *"),
-                "checkpoints_hourly": ("checkpoint_job", "0 * * * *"),
+    expected = {"checkpoints_hourly": ("checkpoint_job", "0 * * * *"),
                 "quality_checks_2330": ("quality_checks_job", "30 23 * * *"),
                 "lake_maintenance_0300": ("lake_maintenance_job", "0 3 * * *")}
     assert set(schedules) == set(expected)
@@ -66,6 +64,16 @@ def test_schedules_run_the_layers_at_their_hours_and_start_running():
         assert schedules[name].job_name == job
         assert schedules[name].cron_schedule == cron
         assert schedules[name].default_status == dg.DefaultScheduleStatus.RUNNING
+    sensor = defs.resolve_sensor_def("daily_layers_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.group_name in ("source", "bronze"):
+            assert "0 8,20 * * *" in str(node.automation_condition), key
+        elif node.group_name in ("silver", "gold", "serving", "reports"):
+            label = str(node.automation_condition.get_snapshot())
+            assert "all_deps_blocking_checks_passed" in label.lower() or "blocking" in label.lower(), key
 
 
 def test_jobs_select_their_layers():
