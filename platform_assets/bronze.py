@@ -11,17 +11,16 @@ from platform_assets.automation import ingest_condition
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
-from platform_assets.tables import SOURCE_TABLES, SourceTable
+from platform_assets.tables import LINEAGE, SOURCE_TABLES, SourceTable
 from resources import Lake, SourceDatabase
 from resources.lake_settings import writer_pool
 
-INGESTED_AT = pa.field("_ingested_at", pa.timestamp("us", tz="UTC"))
-BATCH_ID = pa.field("_batch_id", pa.string())
+INGESTED_AT, BATCH_ID = LINEAGE
 
 
 def lineage_schema(source: pa.Schema) -> pa.Schema:
     """The source columns (their field metadata dropped) followed by the lineage columns."""
-    return pa.schema([pa.field(f.name, f.type) for f in source] + [INGESTED_AT, BATCH_ID])
+    return pa.schema([pa.field(f.name, f.type) for f in source] + list(LINEAGE))
 
 
 def with_lineage(reader: pa.RecordBatchReader, schema: pa.Schema, batch_id: str,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from platform_assets.tables import LINEAGE_NAMES as LINEAGE
 from platform_assets.tables import SourceTable
 from resources.identifiers import quote
 
-LINEAGE = ("_ingested_at", "_batch_id")
 _DUCKDB_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR",
                  pa.timestamp("us"): "TIMESTAMP", pa.date32(): "DATE"}
 
@@ -63,7 +63,7 @@ def cleanse(contract: SourceTable, bronze: pa.Table) -> Cleansed:
     checks = [f"WHEN {quote('_raw_' + c)} IS NOT NULL AND {quote(c)} IS NULL THEN 'unparseable {c}'"
               for c in contract.columns]
     checks += [f"WHEN {quote(c)} IS NULL THEN 'missing {c}'" for c in contract.required]
-    checks += [f"WHEN {predicate} THEN '{reason}'" for reason, predicate in contract.rules]
+    checks += [f"WHEN {rule.bad_sql} THEN '{rule.reason}'" for rule in contract.rules if rule.quarantines]
     key = ", ".join(quote(k) for k in contract.key)
     lineage = ", ".join(quote(c) for c in LINEAGE)
     with duckdb.connect() as con:

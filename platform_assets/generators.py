@@ -13,20 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from platform_assets.tables import BR_STATES, SOCIAL_NETWORKS, SOURCE_TABLES
+from platform_assets.tables import BR_STATES, CATALOGUE, SOCIAL_NETWORKS, SOURCE_TABLES
 
 SERVERS = [f"srv-{i:02d}" for i in range(1, 13)]
 REGIONS = ["sa-east-1", "us-east-1", "eu-west-1"]
 ENDPOINTS = ["/api/orders", "/api/login", "/api/search", "/api/videos", "/api/payments", "/health"]
 STATUS_CODES = np.array([200, 201, 204, 301, 304, 400, 401, 404, 429, 500, 502, 503, 504])
 STATUS_WEIGHTS = np.array([76, 6, 3, 2, 3, 3, 2, 4, 1, 0.2, 0.1, 0.1, 0.1])
-CATALOGUE = {  # category -> [(product, list price)]
-    "electronics": [("smartphone", 1899.0), ("headphones", 249.9), ("laptop", 4599.0), ("charger", 89.9)],
-    "books": [("novel", 49.9), ("cookbook", 79.9), ("textbook", 189.0)],
-    "home": [("coffee maker", 329.0), ("blender", 199.0), ("bed sheets", 149.9), ("lamp", 99.9)],
-    "fashion": [("sneakers", 399.0), ("t-shirt", 59.9), ("jacket", 289.0)],
-    "grocery": [("coffee beans", 39.9), ("olive oil", 54.9), ("chocolate", 12.5)],
-}
 FIRST_NAMES = ["Ana", "Bruno", "Carla", "Diego", "Eduarda", "Felipe", "Gabriela", "Heitor", "Isabela", "João",
                "Larissa", "Marcos", "Natália", "Otávio", "Paula", "Rafael", "Sofia", "Thiago", "Vitória", "Yuri"]
 LAST_NAMES = ["Silva", "Santos", "Oliveira", "Souza", "Lima", "Pereira", "Ferreira", "Costa", "Rodrigues",

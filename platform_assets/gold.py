@@ -9,40 +9,81 @@ import dagster as dg
 import pyarrow as pa
 
 from platform_assets import aggregations as agg
+from platform_assets import expectations as ex
 from platform_assets import gates
 from platform_assets.automation import downstream_condition
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
+from platform_assets.rules import WARN, Expect
+from platform_assets.tables import BR_STATES, CATALOGUE, SOCIAL_NETWORKS
 from resources import Lake
 from resources.lake_settings import writer_pool
 
 
 @dataclass(frozen=True)
+class Totals:
+    """What must add up: `gold_sql` over the gold day equals `silver_sql` over the silver day of `silver_table`."""
+
+    gold_sql: str
+    silver_table: str
+    silver_sql: str
+
+
+@dataclass(frozen=True)
 class GoldTable:
+    """A gold table, declared once: its inputs, how it is built, what it must satisfy and what must add up."""
+
     name: str
     inputs: tuple[str, ...]  # silver tables, passed to `build` in this order
     build: Callable[..., pa.Table]
     description: str
+    suite: tuple[Expect, ...]  # its Great Expectations suite (strict)
+    totals: Totals
     key: tuple[str, ...] = ()  # set for dimensions served by key (upsert) rather than by day
 
 
+_RATE = (ex.expect_between("views", 0), ex.expect_between("engagement_rate", 0, 1))
 GOLD_TABLES = (
     GoldTable("server_latency_daily", ("infra_logs",), agg.server_latency_daily,
-              "Per server and day: p50/p95/p99 latency, status classes, error rate, instability rank."),
+              "Per server and day: p50/p95/p99 latency, status classes, error rate, instability rank.",
+              (ex.expect_unique(("day", "server")), ex.expect_not_null("server"), ex.expect_between("requests", 1),
+               ex.expect_ordered("p50_latency_ms", "p95_latency_ms"),
+               ex.expect_ordered("p95_latency_ms", "p99_latency_ms"), ex.expect_between("error_rate", 0, 1),
+               ex.expect_between("instability_rank", 1), ex.expect_between("mean_cpu_pct", 0, 100)),
+              Totals("sum(requests)", "infra_logs", "count(*)")),
     GoldTable("sales_by_category_daily", ("sales",), agg.sales_by_category_daily,
-              "Orders, units, revenue and average ticket per category and day."),
+              "Orders, units, revenue and average ticket per category and day.",
+              (ex.expect_unique(("day", "category")), ex.expect_in_set("category", CATALOGUE),
+               ex.expect_between("orders", 1), ex.expect_between("revenue", 0), ex.expect_between("units", 1)),
+              Totals("sum(revenue)", "sales", "sum(total)")),
     GoldTable("video_views_by_network_daily", ("video_events",), partial(agg.video_views_daily, by="social_network"),
-              "Video views, likes, shares and watch hours per social network and day."),
+              "Video views, likes, shares and watch hours per social network and day.",
+              (ex.expect_unique(("day", "social_network")), ex.expect_in_set("social_network", SOCIAL_NETWORKS),
+               *_RATE),
+              Totals("sum(views)", "video_events", "sum(views)")),
     GoldTable("video_views_by_institution_daily", ("video_events",),
               partial(agg.video_views_daily, by="institution"),
-              "Video views, likes, shares and watch hours per institution and day."),
+              "Video views, likes, shares and watch hours per institution and day.",
+              (ex.expect_unique(("day", "institution")), ex.expect_not_null("institution"), *_RATE),
+              Totals("sum(views)", "video_events", "sum(views)")),
     GoldTable("dim_customer", ("customers",), agg.dim_customer,
-              "Star schema: customers (masked) by signup day."),
+              "Star schema: customers (masked) by signup day.",
+              (ex.expect_unique(("customer_key",)), ex.expect_in_set("state", BR_STATES),
+               Expect("ExpectColumnValuesToMatchRegex", {"column": "email_hash", "regex": r"^[0-9a-f]{64}$"}),
+               Expect("ExpectColumnValuesToMatchRegex", {"column": "initials", "regex": r"^(?:[A-ZÀ-Ý]\. ?)+$"},
+                      WARN)),
+              Totals("count(*)", "customers", "count(*)")),
     GoldTable("dim_product", ("sales",), agg.dim_product,
-              "Star schema: products, keyed by a stable hash of category and product.", key=("product_key",)),
+              "Star schema: products, keyed by a stable hash of category and product.",
+              (ex.expect_unique(("product_key",)), ex.expect_in_set("category", CATALOGUE),
+               ex.expect_not_null("product")),
+              Totals("count(*)", "sales", "count(DISTINCT (category, product))"), key=("product_key",)),
     GoldTable("fact_sales", ("sales",), agg.fact_sales,
-              "Star schema: one row per sale, with customer and product keys."),
+              "Star schema: one row per sale, with customer and product keys.",
+              (ex.expect_unique(("sale_id",)), ex.expect_not_null("customer_key"), ex.expect_not_null("product_key"),
+               ex.expect_between("quantity", 1), ex.expect_between("total", 0)),
+              Totals("sum(total)", "sales", "sum(total)")),
 )
 
 

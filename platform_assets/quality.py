@@ -14,7 +14,7 @@ from platform_assets.gates import gated
 from platform_assets.gold import GOLD_TABLES, GoldTable
 from platform_assets.partitions import daily
 from platform_assets.serving import DAY_COLUMN
-from platform_assets.tables import SOURCE_TABLES, SourceTable
+from platform_assets.tables import LINEAGE_NAMES, SOURCE_TABLES, SourceTable
 from resources import Lake, SourceDatabase, Warehouse
 
 # Partitioned asset checks are a preview API in Dagster 1.13, used here knowingly (README, Status). Said once
@@ -24,12 +24,11 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 # what a source column may look like when read back: SQLite keeps times and dates as ISO text
 _EQUIVALENT = {pa.timestamp("us"): {pa.timestamp("us"), pa.string()}, pa.date32(): {pa.date32(), pa.string()}}
-LINEAGE = {"_ingested_at", "_batch_id"}
 
 
 def schema_diff(contract: SourceTable, actual: pa.Schema) -> dict[str, list[str]]:
     """Added, removed and retyped columns of `actual` against the contract; empty lists when equal."""
-    have = {f.name: f.type for f in actual if f.name not in LINEAGE}
+    have = {f.name: f.type for f in actual if f.name not in LINEAGE_NAMES}
     want = {f.name: f.type for f in contract.schema}
     return {
         "added": [f"{n} ({have[n]})" for n in have if n not in want],
@@ -166,18 +165,6 @@ def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
 
 # ---------------------------------------------------------------- gold
 
-# gold measure vs silver measure: (SQL over the gold partition, table, SQL over the silver partition)
-_TOTALS = {
-    "server_latency_daily": ("sum(requests)", "infra_logs", "count(*)"),
-    "sales_by_category_daily": ("sum(revenue)", "sales", "sum(total)"),
-    "video_views_by_network_daily": ("sum(views)", "video_events", "sum(views)"),
-    "video_views_by_institution_daily": ("sum(views)", "video_events", "sum(views)"),
-    "dim_customer": ("count(*)", "customers", "count(*)"),
-    "dim_product": ("count(*)", "sales", "count(DISTINCT (category, product))"),
-    "fact_sales": ("sum(total)", "sales", "sum(total)"),
-}
-
-
 def _measure(table: pa.Table, expression: str) -> float:
     with duckdb.connect() as con:
         con.register("t", table)
@@ -186,7 +173,7 @@ def _measure(table: pa.Table, expression: str) -> float:
 
 def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey(["gold", spec.name])
-    gold_sql, silver_table, silver_sql = _TOTALS[spec.name]
+    gold_sql, silver_table, silver_sql = spec.totals.gold_sql, spec.totals.silver_table, spec.totals.silver_sql
 
     @dg.asset_check(asset=key, name="expectations", blocking=True, partitions_def=daily,
                     description="Great Expectations: keys unique and present, values in range, percentiles "
@@ -194,7 +181,7 @@ def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
     @gated
     def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         gold = lake.read_partition("gold", spec.name, context.partition_key)
-        return _suite_result({"gold rows (strict)": ex.validate(ex.to_frame(gold), ex.gold_suite(spec.name),
+        return _suite_result({"gold rows (strict)": ex.validate(ex.to_frame(gold), ex.gold_suite(spec.suite),
                                                                  f"gold_{spec.name}")})
 
     @dg.asset_check(asset=key, name="totals_match_silver", blocking=True, partitions_def=daily,

@@ -9,6 +9,7 @@ from platform_assets.cleansing import cleanse
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily
+from platform_assets.rules import rules_table
 from platform_assets.tables import SOURCE_TABLES, SourceTable
 from resources import Lake, PiiMasker
 from resources.lake_settings import writer_pool
@@ -26,7 +27,8 @@ def _silver_assets(contract: SourceTable) -> dg.AssetsDefinition:
         specs=[
             dg.AssetSpec(clean_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
                          automation_condition=downstream_condition,
-                         description=f"Silver: {name} typed to its contract, one row per key, PII masked."),
+                         description=f"Silver: {name} typed to its contract, one row per key, PII masked.\n\n"
+                         f"Rules of the contract (platform_assets/tables.py):\n\n{rules_table(contract.rules)}"),
             dg.AssetSpec(quarantine_key, deps=[bronze_key], group_name="silver", kinds={"delta"},
                          automation_condition=downstream_condition,
                          description=f"Quarantine: the {name} rows that break the contract, each with its "

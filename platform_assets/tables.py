@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from platform_assets.rules import Rule, at_least, between, matches, measured, one_of
+
 
 @dataclass(frozen=True)
 class SourceTable:
@@ -19,21 +21,28 @@ class SourceTable:
     required: tuple[str, ...]  # never null in silver
     hashed_pii: tuple[str, ...] = ()  # HMAC-SHA256 in silver (joins still work)
     name_pii: tuple[str, ...] = ()  # reduced to initials in silver
-    rules: tuple[tuple[str, str], ...] = ()  # (reason, SQL predicate true for a BAD row) on typed columns
+    rules: tuple[Rule, ...] = ()  # each declared once: quarantine SQL, GX expectation and docs derive from it
 
     @property
     def columns(self) -> list[str]:
         return self.schema.names
 
 
-HTTP_STATUS_OK = "http_status BETWEEN 100 AND 599"
+# bronze's lineage columns, after the source's: when and by which run a row was ingested
+LINEAGE = (pa.field("_ingested_at", pa.timestamp("us", tz="UTC")), pa.field("_batch_id", pa.string()))
+LINEAGE_NAMES = tuple(f.name for f in LINEAGE)
 SOCIAL_NETWORKS = ("youtube", "instagram", "tiktok", "facebook", "x", "linkedin")
 BR_STATES = ("AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB", "PR",
              "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} NOT IN ({', '.join(repr(v) for v in values)})"
+CATALOGUE = {  # category -> [(product, list price)]
+    "electronics": [("smartphone", 1899.0), ("headphones", 249.9), ("laptop", 4599.0), ("charger", 89.9)],
+    "books": [("novel", 49.9), ("cookbook", 79.9), ("textbook", 189.0)],
+    "home": [("coffee maker", 329.0), ("blender", 199.0), ("bed sheets", 149.9), ("lamp", 99.9)],
+    "fashion": [("sneakers", 399.0), ("t-shirt", 59.9), ("jacket", 289.0)],
+    "grocery": [("coffee beans", 39.9), ("olive oil", 54.9), ("chocolate", 12.5)],
+}
 
 
 INFRA_LOGS = SourceTable(
@@ -47,9 +56,10 @@ INFRA_LOGS = SourceTable(
     day_column="ts",
     required=("request_id", "ts", "server", "http_status", "latency_ms"),
     rules=(
-        ("unknown http status", f"NOT ({HTTP_STATUS_OK})"),
-        ("negative latency", "latency_ms < 0"),
-        ("cpu out of range", "cpu_pct < 0 OR cpu_pct > 100"),
+        between("http_status", 100, 599, reason="unknown http status"),
+        between("latency_ms", 0, reason="negative latency"),
+        between("cpu_pct", 0, 100, reason="cpu out of range"),
+        between("latency_ms", None, 60_000, reason="a request over a minute", warn=0.999),
     ),
 )
 
@@ -65,9 +75,9 @@ CUSTOMERS = SourceTable(
     hashed_pii=("email", "cpf", "phone"),
     name_pii=("name",),
     rules=(
-        ("malformed email", "NOT regexp_full_match(email, '[^@\\s]+@[^@\\s]+\\.[A-Za-z]{2,}')"),
-        ("malformed cpf", "cpf IS NOT NULL AND NOT regexp_full_match(cpf, '\\d{3}\\.\\d{3}\\.\\d{3}-\\d{2}')"),
-        ("unknown state", _in("state", BR_STATES)),
+        matches("email", r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}", reason="malformed email"),
+        matches("cpf", r"\d{3}\.\d{3}\.\d{3}-\d{2}", reason="malformed cpf"),
+        one_of("state", BR_STATES, reason="unknown state"),
     ),
 )
 
@@ -82,9 +92,12 @@ SALES = SourceTable(
     day_column="sale_ts",
     required=("id", "sale_ts", "customer_id", "category", "product", "quantity", "unit_price", "total"),
     rules=(
-        ("non-positive quantity", "quantity <= 0"),
-        ("negative price", "unit_price < 0"),
-        ("total differs from quantity x unit_price", "abs(total - quantity * unit_price) > 0.01"),
+        between("quantity", 1, reason="non-positive quantity"),
+        between("unit_price", 0, reason="negative price"),
+        measured("_total_error", "CASE WHEN quantity >= 1 AND unit_price >= 0 "
+                 "THEN abs(total - quantity * unit_price) END", 0.01,
+                 reason="total differs from quantity x unit_price"),
+        one_of("category", CATALOGUE, reason="unknown category", warn=0.999),
     ),
 )
 
@@ -99,8 +112,12 @@ VIDEO_EVENTS = SourceTable(
     day_column="event_date",
     required=("event_date", "video_id", "social_network", "institution", "views"),
     rules=(
-        ("unknown social network", _in("social_network", SOCIAL_NETWORKS)),
-        ("negative counts", "views < 0 OR likes < 0 OR shares < 0 OR watch_seconds < 0"),
+        one_of("social_network", SOCIAL_NETWORKS, reason="unknown social network"),
+        between("views", 0, reason="negative views"),
+        between("likes", 0, reason="negative likes"),
+        between("shares", 0, reason="negative shares"),
+        between("watch_seconds", 0, reason="negative watch time"),
+        at_least("views", "likes", reason="more likes than views", warn=0.99),
     ),
 )
 

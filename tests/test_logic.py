@@ -183,7 +183,7 @@ def test_suites_on_arrow_backed_strings_still_name_nulls_bad_values_and_wrong_ty
     assert str(frame["email"].dtype) == "string" and frame["email"].isna().tolist() == [False, True, False, False]
     strings = ex._PANDAS_TYPES[pa.string()]
     outcome = ex.validate(frame, [
-        ex._not_null("email"),
+        ex.expect_not_null("email"),
         ex.Expect("ExpectColumnValuesToMatchRegex", {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"}),
         ex.Expect("ExpectColumnValuesToBeInTypeList", {"column": "email", "type_list": strings}),
         ex.Expect("ExpectColumnValuesToBeInTypeList", {"column": "code", "type_list": strings}),
