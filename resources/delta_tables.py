@@ -12,6 +12,7 @@ say which version of a day holds which rows.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from resources.identifiers import check_day
 PARTITION = "date"
 ROWS, FINGERPRINT, DAY, RUN, RESTORED_FROM = ("aegis.rows", "aegis.fingerprint", "aegis.partition", "aegis.run_id",
                                              "aegis.restored_from_version")
+WRITE = "aegis.write_id"
 FACT = "aegis.fact."  # facts the writer states about the day it wrote (e.g. duplicates removed)
 HISTORY_DEPTH = 100  # commits looked at when listing one day's versions
 WRITER = WriterProperties(compression="ZSTD")
@@ -114,7 +116,9 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
     existing = open_table(loc)
     if existing is not None:
         schema = _conformed(loc, existing, schema)
-    custom = {DAY: day, RUN: run_id or "", **{FACT + name: str(value) for name, value in (facts or {}).items()}}
+    write_id = uuid.uuid4().hex  # finds this commit's version afterwards, whoever else committed meanwhile
+    custom = {DAY: day, RUN: run_id or "", WRITE: write_id,
+              **{FACT + name: str(value) for name, value in (facts or {}).items()}}
     fingerprint = None
     if isinstance(data, pa.Table):
         data = _fitted(data, schema, loc.label) if data.schema != schema else data
@@ -145,8 +149,14 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
         if failed:  # the rows' producer failed: nothing was committed; say what really went wrong
             raise failed[0] from None
         raise
-    written = existing if existing is not None else open_table(loc, 0)  # a DeltaTable moves to the version it wrote
-    return written.version(), counted[0], fingerprint
+    return _version_of(loc, write_id), counted[0], fingerprint
+
+
+def _version_of(loc: DeltaLocation, write_id: str) -> int:
+    for entry in open_table(loc).history(HISTORY_DEPTH):
+        if entry.get(WRITE) == write_id:
+            return entry["version"]
+    raise RuntimeError(f"{loc.label}: the commit just written is not among the last {HISTORY_DEPTH} versions")
 
 
 def _table_properties(loc: DeltaLocation) -> dict[str, str]:
