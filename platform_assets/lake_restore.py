@@ -17,7 +17,7 @@ import dagster as dg
 from platform_assets.lake_catalogue import lake_table
 from platform_assets.lake_writes import lake_metadata
 from resources import Lake
-from resources.delta_tables import TimeTravelError, open_table, version_at
+from resources.delta_tables import HISTORY_DEPTH, TimeTravelError, open_table, version_at
 
 
 class LakeRestoreConfig(dg.Config):
@@ -38,7 +38,7 @@ def _chosen_version(lake: Lake, config: LakeRestoreConfig) -> int:
         return version_at(lake.location(target.layer, target.name),
                           when if when.tzinfo else when.replace(tzinfo=dt.UTC))
     if config.date:
-        versions = lake.versions(target.layer, target.name, config.date, limit=2)
+        versions = lake.versions(target.layer, target.name, config.date, limit=2, depth=HISTORY_DEPTH)
         if len(versions) < 2:
             raise TimeTravelError(f"{config.table} date={config.date}: no earlier version of this day to go back to "
                                   f"({len(versions)} version(s) wrote it)")

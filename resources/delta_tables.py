@@ -28,7 +28,8 @@ ROWS, FINGERPRINT, DAY, RUN, RESTORED_FROM = ("aegis.rows", "aegis.fingerprint",
                                              "aegis.restored_from_version")
 WRITE = "aegis.write_id"
 FACT = "aegis.fact."  # facts the writer states about the day it wrote (e.g. duplicates removed)
-HISTORY_DEPTH = 100  # commits looked at when listing one day's versions
+HISTORY_DEPTH = 100  # commits looked at to find a version or a time (each is one read; on S3 one GET)
+RECENT_DEPTH = 30  # commits looked at after every write, for the day's versions in the asset's metadata
 WRITER = WriterProperties(compression="ZSTD")
 
 
@@ -153,10 +154,10 @@ def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.R
 
 
 def _version_of(loc: DeltaLocation, write_id: str) -> int:
-    for entry in open_table(loc).history(HISTORY_DEPTH):
+    for entry in open_table(loc).history(RECENT_DEPTH):
         if entry.get(WRITE) == write_id:
             return entry["version"]
-    raise RuntimeError(f"{loc.label}: the commit just written is not among the last {HISTORY_DEPTH} versions")
+    raise RuntimeError(f"{loc.label}: the commit just written is not among the last {RECENT_DEPTH} versions")
 
 
 def _table_properties(loc: DeltaLocation) -> dict[str, str]:
@@ -228,13 +229,14 @@ def partition_files(table: DeltaTable, day: str | None = None) -> dict[str, list
     return files
 
 
-def partition_versions(loc: DeltaLocation, day: str, limit: int = 10) -> list[PartitionVersion]:
-    """The newest commits that wrote the day, newest first, with their rows and fingerprint."""
+def partition_versions(loc: DeltaLocation, day: str, limit: int = 10,
+                       depth: int = RECENT_DEPTH) -> list[PartitionVersion]:
+    """The newest commits (among the last `depth`) that wrote the day, newest first, with rows and fingerprint."""
     table = open_table(loc)
     if table is None:
         return []
     versions = []
-    for entry in table.history(HISTORY_DEPTH):
+    for entry in table.history(depth):
         predicate = entry.get("operationParameters", {}).get("predicate")
         if entry.get(DAY) != day and predicate != _predicate(day):
             continue

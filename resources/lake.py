@@ -194,9 +194,10 @@ class Lake(dg.ConfigurableResource):
         return self._stats(loc, layer, table, partition, existing.version())
 
     @_reachable
-    def versions(self, layer: str, table: str, partition: str, limit: int = 10) -> list[PartitionVersion]:
-        """The newest versions that wrote the day, newest first, with rows and fingerprint."""
-        return delta.partition_versions(self.location(layer, table), check_day(partition), limit)
+    def versions(self, layer: str, table: str, partition: str, limit: int = 10,
+                 depth: int = delta.RECENT_DEPTH) -> list[PartitionVersion]:
+        """The newest versions that wrote the day (among the table's last `depth` commits), newest first."""
+        return delta.partition_versions(self.location(layer, table), check_day(partition), limit, depth)
 
     @_reachable
     def restore_partition(self, layer: str, table: str, partition: str, version: int,

@@ -20,7 +20,7 @@ from typing import Protocol
 import dagster as dg
 
 from resources import Lake
-from resources.delta_tables import TimeTravelError, check_within_retention
+from resources.delta_tables import HISTORY_DEPTH, TimeTravelError, check_within_retention
 from sensors.alerts import WEBHOOK_VAR, post
 
 RESTORE_OP = "restore_lake_table"
@@ -38,7 +38,8 @@ class WatchedTable(Protocol):
 
 def _same_rows_earlier(lake: Lake, table: WatchedTable, day: str, damaged_version: int) -> int | None:
     """An earlier version of the day with the damaged version's rows (by fingerprint), files intact."""
-    versions = [v for v in lake.versions(table.layer, table.name, day, limit=20) if v.version <= damaged_version]
+    versions = [v for v in lake.versions(table.layer, table.name, day, limit=20, depth=HISTORY_DEPTH)
+                if v.version <= damaged_version]
     if not versions or versions[0].fingerprint is None:
         return None
     loc = lake.location(table.layer, table.name)
