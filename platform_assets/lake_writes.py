@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from resources import Lake
+from resources import gate_verdicts as verdicts
 from resources.lake import LakeWriteConflict, WriteStats
 
 CONFLICT_RETRIES = 3
@@ -43,4 +44,8 @@ def retried_on_conflict(context: dg.AssetExecutionContext) -> Iterator[None]:
         yield
     except LakeWriteConflict as conflict:
         context.log.warning(f"{conflict} — retrying the step")
+        verdicts.record_failed_materialisation(  # the run goes on: alerted by quality_alerts, not by a failed run
+            context.instance, sorted(context.selected_asset_keys, key=str),
+            context.partition_key if context.has_partition_key else None, context.run.run_id,
+            f"{conflict} (attempt {context.retry_number + 1}; retrying)")
         raise dg.RetryRequested(max_retries=CONFLICT_RETRIES, seconds_to_wait=1 + random.random()) from conflict

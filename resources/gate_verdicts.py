@@ -15,6 +15,7 @@ import dagster as dg
 
 CHECK, VERDICT, RUN, REASON = "aegis/gate_check", "aegis/gate_verdict", "aegis/gate_run_id", "aegis/gate_reason"
 PASSED, WARNED, FAILED = "passed", "warned", "failed"
+MATERIALISATION, NOT_MATERIALISED = "(materialisation)", "not materialised"  # a step that failed, run went on
 RECENT = 200  # observations looked at per asset and day
 
 
@@ -35,6 +36,15 @@ def record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None
     verdict = PASSED if result.passed else (WARNED if result.severity == dg.AssetCheckSeverity.WARN else FAILED)
     instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition=partition, metadata={
         CHECK: check, VERDICT: verdict, RUN: run_id, REASON: (result.description or "")[:1000]}))
+
+
+def record_failed_materialisation(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], partition: str | None,
+                                  run_id: str, reason: str) -> None:
+    """A materialisation that failed in a run that goes on (the step is retried): alerted like a failed check,
+    never a gate."""
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition=partition, metadata={
+            CHECK: MATERIALISATION, VERDICT: NOT_MATERIALISED, RUN: run_id, REASON: reason[:1000]}))
 
 
 def _verdicts(records) -> list[Verdict]:

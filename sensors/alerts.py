@@ -34,11 +34,20 @@ def run_failure_alert(instance: dg.DagsterInstance, run_id: str, message: str) -
 
 
 def check_failure_alerts(found: Sequence[verdicts.Verdict]) -> list[dict]:
-    """One alert per failed (or warned) check evaluation."""
-    return [{"kind": "asset_check_failed", "run_id": v.run_id, "asset": v.asset_key.to_user_string(),
-             "check": v.check, "severity": "ERROR" if v.verdict == verdicts.FAILED else "WARN",
-             "partition": v.partition, "description": v.reason[:500]}
-            for v in found if v.verdict != verdicts.PASSED]
+    """One alert per failed (or warned) check evaluation, and per failed materialisation the run survived."""
+    alerts = []
+    for v in found:
+        if v.verdict == verdicts.PASSED:
+            continue
+        if v.check == verdicts.MATERIALISATION:
+            alerts.append({"kind": "asset_materialization_failed", "run_id": v.run_id,
+                           "asset": v.asset_key.to_user_string(), "partition": v.partition,
+                           "description": v.reason[:500]})
+        else:
+            alerts.append({"kind": "asset_check_failed", "run_id": v.run_id, "asset": v.asset_key.to_user_string(),
+                           "check": v.check, "severity": "ERROR" if v.verdict == verdicts.FAILED else "WARN",
+                           "partition": v.partition, "description": v.reason[:500]})
+    return alerts
 
 
 def post(url: str, alert: dict) -> bool:

@@ -20,6 +20,7 @@ from resources import Lake
 from resources.delta_tables import TimeTravelError
 from resources.lake import LakeWriteConflict, LegacyLakeError
 from resources.lake_migration import main as migrate
+from sensors.alerts import build_alert_sensor
 
 DAY, OTHER = "2026-03-01", "2026-03-02"
 
@@ -301,5 +302,9 @@ def test_a_step_that_lost_a_partition_to_another_writer_runs_again_and_succeeds(
                 raise LakeWriteConflict("silver/sales date=2026-03-01: another writer committed this table")
 
     with dg.instance_for_test() as instance:
+        alerts = build_alert_sensor([contested.key])
+        cursor = alerts.evaluate_tick(dg.build_sensor_context(instance=instance)).cursor  # caught up
         assert dg.materialize([contested], instance=instance).success
+        tick = alerts.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+        assert "1 new alert(s)" in tick.skip_message, "the failed first attempt is alerted though the run succeeded"
     assert attempts == [0, 1]
