@@ -10,12 +10,12 @@ the cursor (bounded) for the next tick, so a dead webhook delays alerts but neve
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
 import dagster as dg
+import tenacity
 
 from resources import gate_verdicts as verdicts
 
@@ -51,21 +51,24 @@ def check_failure_alerts(found: Sequence[verdicts.Verdict]) -> list[dict]:
 
 
 def post(url: str, alert: dict) -> bool:
-    """POST one alert, retrying with exponential backoff; True when the webhook answered 2xx."""
+    """POST one alert, retried with exponential backoff and jitter (tenacity); True when the webhook answered
+    2xx within ATTEMPTS tries."""
     body = json.dumps(alert, sort_keys=True).encode()
-    delay = BACKOFF_SECONDS
-    for attempt in range(ATTEMPTS):
-        try:
-            request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                if 200 <= response.status < 300:
-                    return True
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        if attempt < ATTEMPTS - 1:
-            time.sleep(delay)
-            delay *= 2
-    return False
+
+    def send() -> bool:
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            return 200 <= response.status < 300
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(ATTEMPTS), reraise=True,
+        wait=tenacity.wait_exponential_jitter(initial=BACKOFF_SECONDS, max=4 * BACKOFF_SECONDS),
+        retry=tenacity.retry_if_exception_type((urllib.error.URLError, OSError, ValueError))
+        | tenacity.retry_if_result(lambda delivered: not delivered))
+    try:
+        return retrying(send)
+    except (urllib.error.URLError, OSError, ValueError, tenacity.RetryError):
+        return False
 
 
 def build_alert_sensor(checked: Sequence[dg.AssetKey] = (), interval_seconds: int = 30) -> dg.SensorDefinition:

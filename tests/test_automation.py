@@ -52,6 +52,6 @@ def test_the_daemon_builds_a_clean_day_through_serving_and_stops_at_a_failed_gat
         assert answer["reportRunlessAssetEvents"]["__typename"] == "ReportRunlessAssetEventsSuccess", answer
         wait_for(lambda: server.latest_materialization(["silver", "sales"])["run_id"] != clean["sales"], 180,
                  "bronze and silver rebuild the re-delivered day (silver keeps every row, quarantining the bad)")
-        time.sleep(20)  # ten automation ticks: gold would have been requested by now
+        time.sleep(12)  # six automation ticks: gold would have been requested by now
         assert server.latest_materialization(["gold", "fact_sales"])["run_id"] == clean["fact_sales"], \
             "gold/fact_sales was not rebuilt from a silver day whose expectations failed"
