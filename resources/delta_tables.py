@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from resources.checkpoint_format import Fingerprint
+from resources.checkpoint_format import fingerprint_of
 from resources.identifiers import check_day
 
 PARTITION = "date"
@@ -108,24 +108,26 @@ def _fitted(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, label: str) -> 
 
 def write_partition(loc: DeltaLocation, day: str, data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
                     run_id: str | None = None, restored_from: int | None = None,
-                    facts: dict[str, int] | None = None) -> tuple[int, int, str | None]:
+                    facts: dict[str, int] | None = None,
+                    before_creating: Callable[[], None] | None = None) -> tuple[int, int, str | None]:
     """Replace the day with `data` in one commit; (version, rows, fingerprint). A whole table's fingerprint is
     recorded in the commit (so history can tell which versions hold equal rows); streamed batches are
-    written as they come and carry none (delta-rs takes the commit info before the stream is read)."""
+    written as they come and carry none (delta-rs takes the commit info before the stream is read).
+    `before_creating` runs when there is no table yet (it may refuse by raising)."""
     if PARTITION in schema.names:
         raise ValueError(f"{loc.label}: the column {PARTITION!r} is reserved for the lake's partition; rename it")
     existing = open_table(loc)
     if existing is not None:
         schema = _conformed(loc, existing, schema)
+    elif before_creating is not None:
+        before_creating()
     write_id = uuid.uuid4().hex  # finds this commit's version afterwards, whoever else committed meanwhile
     custom = {DAY: day, RUN: run_id or "", WRITE: write_id,
               **{FACT + name: str(value) for name, value in (facts or {}).items()}}
     fingerprint = None
     if isinstance(data, pa.Table):
         data = _fitted(data, schema, loc.label) if data.schema != schema else data
-        fingerprint = Fingerprint()
-        fingerprint.update(data)
-        fingerprint = fingerprint.hexdigest()
+        fingerprint = fingerprint_of([data])
         custom.update({ROWS: str(data.num_rows), FINGERPRINT: fingerprint})
         data = data.to_batches()
     if restored_from is not None:

@@ -112,10 +112,6 @@ class Lake(dg.ConfigurableResource):
         """Where a path lives, for humans: a file path or an s3:// URL."""
         return path if self.is_local else f"s3://{path}"
 
-    def _display(self, path: str) -> str:
-        """Where a path lives, for humans: a file path or an s3:// URL."""
-        return path if self.is_local else f"s3://{path}"
-
     def table_root(self, layer: str, table: str) -> str:
         """The table's directory inside `filesystem()`."""
         _, root = self.filesystem()
@@ -159,10 +155,13 @@ class Lake(dg.ConfigurableResource):
         kept in that commit (read back with `versions`)."""
         loc = self.location(layer, table)
         check_day(partition)
-        if delta.open_table(loc) is None:
+
+        def before_creating() -> None:  # only when the table does not exist yet
             self._refuse_legacy(layer, table)
             self._check_conditional_writes()
-        version, rows, _ = delta.write_partition(loc, partition, data, schema, run_id=run_id, facts=facts)
+
+        version, rows, _ = delta.write_partition(loc, partition, data, schema, run_id=run_id, facts=facts,
+                                                 before_creating=before_creating)
         return self._stats(loc, layer, table, partition, version, rows)
 
     def _stats(self, loc: delta.DeltaLocation, layer: str, table: str, partition: str, version: int,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -158,6 +157,3 @@ def _parse(url: str, body: bytes) -> list[dict]:
         raise MacroApiError(f"{url} answered JSON that is not a list of observations: {body[:120]!r}")
     return rows
 
-
-def api_from_env(lake: Lake) -> MacroSeriesApi:
-    return MacroSeriesApi(lake=lake, base_url=os.environ.get(MacroSeriesApi.ENV_VAR) or DEFAULT_URL)

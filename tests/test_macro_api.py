@@ -3,13 +3,13 @@ transient, honours Retry-After, never loops unbounded, and its circuit breaker h
 
 import datetime as dt
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from bench.dagster_server import free_port
 from resources import Lake
 from resources.macro_api import MacroApiError, MacroApiUnavailable, MacroSeriesApi
 
@@ -110,14 +110,8 @@ def test_a_body_that_is_not_the_series_is_a_clear_error(api, body):
     server.stop()
 
 
-def _closed_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
 def test_a_server_down_opens_the_breaker_which_fails_fast_then_a_probe_closes_it(api):
-    down = _closed_port()
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for _ in range(2):  # two fetches, each after its retries: the breaker opens
         with pytest.raises(MacroApiUnavailable, match="failed 3 time"):
             api(down).fetch(433, START, END)
