@@ -6,6 +6,7 @@ Used by `make bench` (a day launched from the UI), the browser tests and the dep
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from resources.sgs_mirror import SyntheticSgs
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_INSTANCE = ROOT / "docker/dagster.local.yaml"
@@ -38,13 +41,21 @@ RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status creation
   stepStats { stepKey startTime endTime status } } } }"""
 
 
+@functools.cache
+def synthetic_sgs_url() -> str:
+    """A synthetic SGS server on loopback for this process's lifetime: the macro series of the processes started
+    here, without the internet."""
+    return SyntheticSgs().__enter__()
+
+
 def embedded_env(work: Path, rows: int, **extra: str) -> dict[str, str]:
-    """The environment of the embedded stack (SQLite source, local lake, DuckDB warehouse) under `work`,
-    without any AEGIS_* or DAGSTER_* variable of the caller's shell."""
+    """The environment of the embedded stack (SQLite source, local lake, DuckDB warehouse, synthetic macro
+    series) under `work`, without any AEGIS_* or DAGSTER_* variable of the caller's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(work / "dagster_home"), AEGIS_SOURCE_URL=f"sqlite:///{work}/source.db",
                AEGIS_LAKE_URL=f"file://{work}/lake", AEGIS_WAREHOUSE_URL=f"duckdb:///{work}/warehouse.duckdb",
-               AEGIS_PII_KEY="dev-only-local-platform", AEGIS_ROWS_PER_DAY=str(rows), **extra)
+               AEGIS_PII_KEY="dev-only-local-platform", AEGIS_ROWS_PER_DAY=str(rows),
+               AEGIS_MACRO_API_URL=synthetic_sgs_url(), **extra)
     return env
 
 

@@ -115,10 +115,11 @@ def pipeline(rows: int, work: Path) -> dict:
     import dagster as dg
 
     from platform_assets.runner import embedded_resources, last_days, run_graph
+    from resources.sgs_mirror import SyntheticSgs
 
-    with dg.instance_for_test() as instance:
-        summary = run_graph(embedded_resources(work / f"pipeline-{rows}", rows), last_days(1), instance,
-                            log_level="WARNING")
+    with dg.instance_for_test() as instance, SyntheticSgs() as macro_url:  # the macro series on loopback
+        summary = run_graph(embedded_resources(work / f"pipeline-{rows}", rows, macro_url=macro_url), last_days(1),
+                            instance, log_level="WARNING")
     source_rows = summary.layers["source"].rows
     return {"rows": rows, "source_rows": source_rows, "wall": summary.wall_seconds,
             "rows_per_s": source_rows / summary.wall_seconds}

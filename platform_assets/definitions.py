@@ -11,6 +11,8 @@ from platform_assets import (
           gates,
           gold,
           lake_maintenance,
+          macro,
+          macro_quality,
           quality,
           recovery,
           reports,
@@ -24,25 +26,26 @@ from platform_assets.lake_restore import lake_restore_job
 from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
 from resources.lake_settings import retention_from_env
+from resources.macro_api import DEFAULT_URL, MacroSeriesApi
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, lake_rebuild_job, recovery_job
 from sensors.lake_watch import build_lake_watch
 from sensors.schedules import build_quality_recheck, schedules
 from sensors.source_watch import build_source_watch
 
-assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *serving.assets, *reports.assets,
+assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
           *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log]
-asset_checks = quality.checks  # checkpoints verify what they wrote in their own step (check_specs)
+asset_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
-           build_alert_sensor(sorted({spec.asset_key for check in quality.checks for spec in check.check_specs}
+           build_alert_sensor(sorted({spec.asset_key for check in asset_checks for spec in check.check_specs}
                                      | {spec.asset_key for group in checkpoints.assets for spec in group.check_specs},
                                      key=str)),
            automation_sensor(),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 
-quality_recheck = build_quality_recheck([key for check in quality.checks for key in check.check_keys])
+quality_recheck = build_quality_recheck([key for check in asset_checks for key in check.check_keys])
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"), retention_hours=retention_from_env())
 resources = {
@@ -53,6 +56,7 @@ resources = {
     "volume": SyntheticVolume(rows_per_day=dg.EnvVar.int("AEGIS_ROWS_PER_DAY")),
     "checkpoints": CheckpointStore(lake=lake),  # AEGIS_CHECKPOINT_KEY, if set, is read when used
     "recovery_policy": recovery_policy,
+    "macro_api": MacroSeriesApi(lake=lake, base_url=os.environ.get(MacroSeriesApi.ENV_VAR) or DEFAULT_URL),
 }
 
 # Every run executes its steps in its own process, one after the other: on two cores a process per step

@@ -12,6 +12,7 @@ from platform_assets import aggregations as agg
 from platform_assets import expectations as ex
 from platform_assets import gates
 from platform_assets.automation import downstream_condition
+from platform_assets.inflation import sales_vs_inflation
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
@@ -39,7 +40,7 @@ class GoldTable:
     build: Callable[..., pa.Table]
     description: str
     suite: tuple[Expect, ...]  # its Great Expectations suite (strict)
-    totals: Totals
+    totals: Totals | None  # None: reconciled by a check of its own (sales_vs_inflation, macro_quality.py)
     key: tuple[str, ...] = ()  # set for dimensions served by key (upsert) rather than by day
 
 
@@ -85,6 +86,18 @@ GOLD_TABLES = (
                ex.expect_between("quantity", 1), ex.expect_between("total", 0)),
               Totals("sum(total)", "sales", "sum(total)")),
 )
+
+
+# built from several days and the macro series by its own asset (macro.py); served and checked like the others
+SALES_VS_INFLATION = GoldTable(
+    "sales_vs_inflation", (), sales_vs_inflation,
+    "Per category, the month's sales so far against the same days of the previous month, nominal and real "
+    "(deflated by IPCA, series 433), beside the Selic target (432) in force (see platform_assets/inflation.py).",
+    (ex.expect_unique(("category",)), ex.expect_in_set("category", CATALOGUE), ex.expect_between("revenue_mtd", 0),
+     ex.expect_between("revenue_prev_period", 0), ex.expect_not_null("ipca_pct"),
+     ex.expect_not_null("selic_target_pct")),
+    None)
+SERVED_TABLES = (*GOLD_TABLES, SALES_VS_INFLATION)
 
 
 def _gold_asset(spec: GoldTable) -> dg.AssetsDefinition:

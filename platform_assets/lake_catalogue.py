@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from platform_assets.gold import GOLD_TABLES
+from platform_assets.gold import SERVED_TABLES
+from platform_assets.macro_series import NAME as MACRO
 from platform_assets.tables import SOURCE_TABLES
 
 
@@ -25,13 +26,13 @@ class LakeTable:
 
 def _catalogue() -> tuple[LakeTable, ...]:
     tables = []
-    for name in SOURCE_TABLES:
+    for name in (*SOURCE_TABLES, MACRO):
         silver = (dg.AssetKey(["silver", name]), dg.AssetKey(["silver", f"{name}_quarantine"]))
         tables += [LakeTable("bronze", name, dg.AssetKey(["bronze", name]), (dg.AssetKey(["bronze", name]),)),
                    LakeTable("silver", name, silver[0], silver),
                    LakeTable("silver/quarantine", name, silver[1], silver)]
     tables += [LakeTable("gold", spec.name, dg.AssetKey(["gold", spec.name]), (dg.AssetKey(["gold", spec.name]),))
-               for spec in GOLD_TABLES]
+               for spec in SERVED_TABLES]
     return tuple(tables)
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from platform_assets import expectations as ex
 from platform_assets.cleansing import ContractBreakError, typed
 from platform_assets.gates import gated
-from platform_assets.gold import GOLD_TABLES, GoldTable
+from platform_assets.gold import SERVED_TABLES, GoldTable
 from platform_assets.partitions import daily
 from platform_assets.serving import DAY_COLUMN
 from platform_assets.tables import LINEAGE_NAMES, SOURCE_TABLES, SourceTable
@@ -59,7 +59,7 @@ def expectation_table(outcome: ex.SuiteOutcome) -> dg.TableMetadataValue:
         dg.TableColumn("unexpected %", "float"), dg.TableColumn("examples", "string")]))
 
 
-def _suite_result(sections: dict[str, ex.SuiteOutcome], **extra) -> dg.AssetCheckResult:
+def suite_result(sections: dict[str, ex.SuiteOutcome], **extra) -> dg.AssetCheckResult:
     """A check result for one or more suites, each its own table in the metadata (named by `sections`)."""
     outcome = ex.SuiteOutcome([e for s in sections.values() for e in s.expectations])
     severity = outcome.severity
@@ -136,7 +136,7 @@ def _silver_checks(contract: SourceTable) -> list[dg.AssetChecksDefinition]:
                               f"silver_{contract.name}_input")
         clean = ex.validate(ex.to_frame(lake.read_partition("silver", contract.name, day)),
                             ex.silver_output_suite(contract), f"silver_{contract.name}_output")
-        return _suite_result({f"arriving rows (bronze typed; up to {ex.TOLERANCE:.0%} may break a rule)": entered,
+        return suite_result({f"arriving rows (bronze typed; up to {ex.TOLERANCE:.0%} may break a rule)": entered,
                               "clean rows (silver, strict)": clean}, rows_checked=arrived.num_rows)
 
     @dg.asset_check(asset=key, name="rows_reconcile", blocking=True, partitions_def=daily,
@@ -173,7 +173,6 @@ def _measure(table: pa.Table, expression: str) -> float:
 
 def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey(["gold", spec.name])
-    gold_sql, silver_table, silver_sql = spec.totals.gold_sql, spec.totals.silver_table, spec.totals.silver_sql
 
     @dg.asset_check(asset=key, name="expectations", blocking=True, partitions_def=daily,
                     description="Great Expectations: keys unique and present, values in range, percentiles "
@@ -181,8 +180,12 @@ def _gold_checks(spec: GoldTable) -> list[dg.AssetChecksDefinition]:
     @gated
     def expectations(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
         gold = lake.read_partition("gold", spec.name, context.partition_key)
-        return _suite_result({"gold rows (strict)": ex.validate(ex.to_frame(gold), ex.gold_suite(spec.suite),
+        return suite_result({"gold rows (strict)": ex.validate(ex.to_frame(gold), ex.gold_suite(spec.suite),
                                                                  f"gold_{spec.name}")})
+
+    if spec.totals is None:
+        return [expectations]
+    gold_sql, silver_table, silver_sql = spec.totals.gold_sql, spec.totals.silver_table, spec.totals.silver_sql
 
     @dg.asset_check(asset=key, name="totals_match_silver", blocking=True, partitions_def=daily,
                     description=f"{gold_sql} of the gold partition equals {silver_sql} of silver/{silver_table}.")
@@ -231,6 +234,6 @@ def _serving_check(spec: GoldTable) -> dg.AssetChecksDefinition:
 checks = [
     *(c for contract in SOURCE_TABLES.values() for c in _bronze_checks(contract)),
     *(c for contract in SOURCE_TABLES.values() for c in _silver_checks(contract)),
-    *(c for spec in GOLD_TABLES for c in _gold_checks(spec)),
-    *(_serving_check(spec) for spec in GOLD_TABLES),
+    *(c for spec in SERVED_TABLES for c in _gold_checks(spec)),
+    *(_serving_check(spec) for spec in SERVED_TABLES),
 ]

@@ -6,6 +6,7 @@ fresh temporary directory with the embedded stack. Tests call `run_graph` with t
 
 import argparse
 import datetime as dt
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ import dagster as dg
 from platform_assets.definitions import asset_checks, assets
 from platform_assets.partitions import daily
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
+from resources.macro_api import DEFAULT_URL, MacroSeriesApi
+from resources.sgs_mirror import SyntheticSgs
 
 LAYERS = ("source", "bronze", "silver", "gold", "serving", "reports")
 MEDALLION = dg.AssetSelection.groups(*LAYERS)
@@ -55,8 +58,10 @@ class GraphSummary:
         return "\n".join(lines)
 
 
-def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-demo-key") -> dict:
-    """The embedded stack (SQLite source, local lake, DuckDB warehouse) under one directory."""
+def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-demo-key",
+                       macro_url: str | None = None) -> dict:
+    """The embedded stack (SQLite source, local lake, DuckDB warehouse) under one directory; the macro series
+    from `macro_url`, else AEGIS_MACRO_API_URL, else the central bank."""
     lake = Lake(url=f"file://{root}/lake")
     return {
         "source_db": SourceDatabase(url=f"sqlite:///{root}/source.db"),
@@ -66,6 +71,8 @@ def embedded_resources(root: Path, rows_per_day: int, pii_key: str = "dev-only-d
         "masker": PiiMasker(key=pii_key),
         "volume": SyntheticVolume(rows_per_day=rows_per_day),
         "recovery_policy": RecoveryPolicy(),
+        "macro_api": MacroSeriesApi(lake=lake, base_url=macro_url or os.environ.get(MacroSeriesApi.ENV_VAR)
+                                    or DEFAULT_URL),
     }
 
 
@@ -115,9 +122,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="aegis-demo-"))
     (workdir / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(workdir / "dagster_home")) as instance:
-        summary = run_graph(embedded_resources(workdir, args.rows), last_days(args.days), instance,
-                            checkpoint=True)
+    # the demo's data is synthetic, its macro series too (unless AEGIS_MACRO_API_URL names a real API)
+    with (dg.instance_for_test(temp_dir=str(workdir / "dagster_home")) as instance,
+          SyntheticSgs() as synthetic_sgs):
+        macro_url = os.environ.get(MacroSeriesApi.ENV_VAR) or synthetic_sgs
+        summary = run_graph(embedded_resources(workdir, args.rows, macro_url=macro_url), last_days(args.days),
+                            instance, checkpoint=True)
     print(summary.table())
     print(f"\n{args.rows:,} rows per table per day; data in {workdir}" if args.keep else "")
     if not args.keep:

@@ -5,7 +5,7 @@ import dagster as dg
 
 from platform_assets import gates
 from platform_assets.automation import downstream_condition
-from platform_assets.gold import GOLD_TABLES, GoldTable
+from platform_assets.gold import SERVED_TABLES, GoldTable
 from platform_assets.metadata import stopwatch, table_metadata
 from platform_assets.partitions import daily, daily_freshness
 from resources import Lake, Warehouse
@@ -44,4 +44,4 @@ def _serving_asset(spec: GoldTable) -> dg.AssetsDefinition:
     return _asset
 
 
-assets = [_serving_asset(spec) for spec in GOLD_TABLES]
+assets = [_serving_asset(spec) for spec in SERVED_TABLES]

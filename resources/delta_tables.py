@@ -194,6 +194,13 @@ def read_partition(loc: DeltaLocation, day: str, columns: list[str] | None = Non
     return rows
 
 
+def read_days(loc: DeltaLocation, first: str, last: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of every day from `first` to `last` the table holds, with their `date` (none: no rows)."""
+    table = _require(loc, first, None)
+    return table.to_pyarrow_table(partitions=[(PARTITION, ">=", check_day(first)), (PARTITION, "<=", check_day(last))],
+                                  columns=columns)
+
+
 def _require(loc: DeltaLocation, day: str, version: int | None) -> DeltaTable:
     try:
         table = open_table(loc, version)

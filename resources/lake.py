@@ -185,6 +185,11 @@ class Lake(dg.ConfigurableResource):
             raise
 
     @_reachable
+    def read_days(self, layer: str, table: str, first: str, last: str, columns: list[str] | None = None) -> pa.Table:
+        """The rows of every day in [first, last] (with their `date`), newest version; the table must exist."""
+        return delta.read_days(self.location(layer, table), first, last, columns)
+
+    @_reachable
     def partition_stats(self, layer: str, table: str, partition: str) -> WriteStats:
         loc = self.location(layer, table)
         existing = delta.open_table(loc)

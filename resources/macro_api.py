@@ -27,6 +27,7 @@ import tenacity
 
 from resources.breaker_state import StoredBreakerState
 from resources.lake import Lake
+from resources.urls import ConfigurationError, redact
 
 DEFAULT_URL = "https://api.bcb.gov.br"
 SERIES = {"ipca_monthly_pct": 433, "selic_target_pct": 432}
@@ -38,6 +39,15 @@ class MacroApiError(RuntimeError):
 
 class MacroApiUnavailable(MacroApiError):
     """The API could not be reached or kept failing after the retries, or the breaker is open."""
+
+
+class MacroApiGarbage(MacroApiUnavailable):
+    """The API answered 2xx with a body that is not the series (an HTML error page, a JSON object): the body is
+    kept, as received, for whoever looks into it. Counted by the breaker like any failed fetch."""
+
+    def __init__(self, message: str, url: str, status: int, body: bytes) -> None:
+        super().__init__(message)
+        self.url, self.status, self.body = url, status, body
 
 
 class _Transient(Exception):
@@ -71,19 +81,37 @@ class MacroSeriesApi(dg.ConfigurableResource):
     breaker_reset_seconds: float = 300.0
     ENV_VAR: ClassVar[str] = "AEGIS_MACRO_API_URL"
 
+    @property
+    def display(self) -> str:
+        """The base URL as it may be shown (a password in it replaced by ***)."""
+        return redact(self.base_url)
+
     def url(self, code: int, start: dt.date, end: dt.date) -> str:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{self.ENV_VAR}={self.display!r} is not an http(s):// URL; expected e.g. "
+                                     f"{DEFAULT_URL}")
         return (f"{self.base_url.rstrip('/')}/dados/serie/bcdata.sgs.{int(code)}/dados?formato=json"
                 f"&dataInicial={start:%d/%m/%Y}&dataFinal={end:%d/%m/%Y}")
 
-    def breaker(self) -> pybreaker.CircuitBreaker:
+    def _stored_state(self) -> StoredBreakerState:
         fs, root = self.lake.filesystem()
-        storage = StoredBreakerState(f"{root}/_aegis/macro_api_breaker.json", fs, self.lake.write_file)
+        return StoredBreakerState(f"{root}/_aegis/macro_api_breaker.json", fs, self.lake.write_file)
+
+    def breaker(self) -> pybreaker.CircuitBreaker:
         return pybreaker.CircuitBreaker(fail_max=self.breaker_failures, reset_timeout=self.breaker_reset_seconds,
-                                        state_storage=storage, name="macro_api", throw_new_error_on_trip=False,
+                                        state_storage=self._stored_state(), name="macro_api",
+                                        throw_new_error_on_trip=False,
                                         exclude=[lambda e: type(e) is MacroApiError])
 
     def breaker_state(self) -> str:
         return self.breaker().current_state
+
+    def breaker_status(self) -> dict[str, str | int | None]:
+        """State, consecutive failures and when it opened, as kept in the lake (for metadata and doctor)."""
+        stored = self._stored_state()
+        opened = stored.opened_at
+        return {"state": stored.state, "failures": stored.counter,
+                "opened_at": opened.isoformat() if opened else None, "fail_max": self.breaker_failures}
 
     def fetch(self, code: int, start: dt.date, end: dt.date) -> Fetched:
         url = self.url(code, start, end)
@@ -91,8 +119,8 @@ class MacroSeriesApi(dg.ConfigurableResource):
             return self.breaker().call(self._fetch_with_retries, url)
         except pybreaker.CircuitBreakerError:
             raise MacroApiUnavailable(
-                f"{self.ENV_VAR}={self.base_url}: circuit breaker open after {self.breaker_failures} failed fetches; "
-                f"not calling {url} until {self.breaker_reset_seconds:.0f} s after it opened") from None
+                f"{self.ENV_VAR}={self.display}: circuit breaker open after {self.breaker_failures} failed fetches; "
+                f"not calling {redact(url)} until {self.breaker_reset_seconds:.0f} s after it opened") from None
 
     def _fetch_with_retries(self, url: str) -> Fetched:
         started, attempts = time.monotonic(), 0
@@ -105,9 +133,14 @@ class MacroSeriesApi(dg.ConfigurableResource):
                     attempts += 1
                     status, body = self._get(url, started)
         except _Transient as exc:
-            raise MacroApiUnavailable(f"{self.ENV_VAR}={self.base_url}: {url} failed {attempts} time(s) in "
+            raise MacroApiUnavailable(f"{self.ENV_VAR}={self.display}: {redact(url)} failed {attempts} time(s) in "
                                       f"{time.monotonic() - started:.1f} s; last: {exc}") from None
-        return Fetched(url, status, body, _parse(url, body), attempts, round(time.monotonic() - started, 3))
+        seconds = round(time.monotonic() - started, 3)
+        try:
+            rows = _parse(url, body)
+        except MacroApiError as exc:
+            raise MacroApiGarbage(f"{exc} (after {attempts} attempt(s), {seconds} s)", url, status, body) from None
+        return Fetched(url, status, body, rows, attempts, seconds)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         backoff = tenacity.wait_exponential_jitter(initial=self.backoff_seconds, max=self.max_backoff_seconds)(state)
@@ -124,13 +157,13 @@ class MacroSeriesApi(dg.ConfigurableResource):
         except requests.Timeout as exc:
             raise _Transient(f"timeout ({type(exc).__name__})") from None
         except requests.ConnectionError as exc:
-            raise _Transient(f"connection error: {str(exc)[:200]}") from None
+            raise _Transient(f"connection error: {redact(str(exc))[:200]}") from None
         if response.status_code == 429:
             raise _Transient("429 Too Many Requests", _retry_after(response.headers.get("Retry-After")))
         if response.status_code >= 500:
             raise _Transient(f"{response.status_code} {response.reason}")
         if response.status_code >= 400:
-            raise MacroApiError(f"{url} answered {response.status_code} {response.reason}: "
+            raise MacroApiError(f"{redact(url)} answered {response.status_code} {response.reason}: "
                                 f"{body[:200].decode(errors='replace')} (not retried: the request itself is wrong)")
         return response.status_code, body
 
@@ -149,11 +182,12 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _parse(url: str, body: bytes) -> list[dict]:
+    """The JSON array; numbers keep their exact text (never through a float)."""
     try:
-        rows = json.loads(body)
+        rows = json.loads(body, parse_float=str, parse_int=str, parse_constant=str)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MacroApiError(f"{url} answered a body that is not JSON ({exc}): {body[:120]!r}") from None
+        raise MacroApiError(f"{redact(url)} answered a body that is not JSON ({exc}): {body[:120]!r}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise MacroApiError(f"{url} answered JSON that is not a list of observations: {body[:120]!r}")
+        raise MacroApiError(f"{redact(url)} answered JSON that is not a list of observations: {body[:120]!r}")
     return rows
 

@@ -15,6 +15,13 @@ import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from resources.sgs_mirror import SyntheticSgs  # noqa: E402
+
+# The macro series of every test (and of the daemons and webservers they start) come from a synthetic SGS
+# server on loopback, never from the internet; tests of failures script their own server (test_macro_*.py).
+_SGS = SyntheticSgs()
+os.environ["AEGIS_MACRO_API_URL"] = _SGS.__enter__()
+
 from platform_assets.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
 from resources import (  # noqa: E402
     CheckpointStore,
@@ -25,6 +32,7 @@ from resources import (  # noqa: E402
     SyntheticVolume,
     Warehouse,
 )
+from resources.macro_api import MacroSeriesApi  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PII_KEY = "test-secret-pii-key"
@@ -292,6 +300,7 @@ def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
         "masker": PiiMasker(key=PII_KEY),
         "volume": SyntheticVolume(rows_per_day=ROWS),
         "recovery_policy": RecoveryPolicy(),
+        "macro_api": MacroSeriesApi(lake=lake, base_url=os.environ["AEGIS_MACRO_API_URL"]),
     }
     with dg.instance_for_test() as instance:
         summary = run_graph(resources, DAYS, instance)

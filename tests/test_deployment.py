@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.dagster_server import DagsterServer, dagster_server
+from bench.dagster_server import DagsterServer, dagster_server, synthetic_sgs_url
 from platform_assets.runner import last_days
 from tests.conftest import Browser
 
@@ -43,7 +43,7 @@ def platform(tmp_path_factory, dagster_storage, s3_env):
         AWS_ENDPOINT_URL=s3_env.endpoint, AWS_REGION="us-east-1", AEGIS_IMAGE="unused", AEGIS_DOCKER_NETWORK="unused",
         AEGIS_SOURCE_URL=f"sqlite:///{work}/source.db", AEGIS_LAKE_URL=f"file://{work}/lake",
         AEGIS_WAREHOUSE_URL=f"duckdb:///{work}/warehouse.duckdb", AEGIS_PII_KEY="test-production-key",
-        AEGIS_ROWS_PER_DAY="2000",
+        AEGIS_ROWS_PER_DAY="2000", AEGIS_MACRO_API_URL=synthetic_sgs_url(),
     )
     with dagster_server(env, work) as server:
         yield server
@@ -66,10 +66,10 @@ def test_a_run_launched_through_graphql_is_stored_in_postgres(platform: DagsterS
         assert cur.fetchall() == [("SUCCESS", "ingest_job")]
         cur.execute("SELECT count(*) FROM event_logs WHERE run_id = $1 AND dagster_event_type = "
                     "'ASSET_MATERIALIZATION'", parameters=[ingested])
-        assert cur.fetchone()[0] == 8, "4 source and 4 bronze materialisations"
+        assert cur.fetchone()[0] == 9, "4 source and 5 bronze materialisations (the 4 tables, the macro series)"
         cur.execute("SELECT count(*) FROM event_logs WHERE run_id = $1 AND dagster_event_type = "
                     "'ASSET_CHECK_EVALUATION'", parameters=[ingested])
-        assert cur.fetchone()[0] == 8, "the bronze checks ran too"
+        assert cur.fetchone()[0] == 10, "the bronze checks ran too (2 per table, 2 of the macro series)"
     sqlite_files = [p for p in platform.home.rglob("*.db")]
     assert not sqlite_files, f"the instance fell back to SQLite storage: {sqlite_files}"
 

@@ -126,7 +126,7 @@ def test_clean_data_passes_every_check(world):
     results = [e.dagster_event.event_specific_data for e in evaluations]
     daily = {(r.asset_key, r.check_name) for r in results if r.asset_key.path[0] in ("bronze", "silver", "gold",
                                                                                      "serving")}
-    assert len(daily) == 37, sorted({(r.asset_key.to_user_string(), r.check_name) for r in results} - daily)
+    assert len(daily) == 44, sorted({(r.asset_key.to_user_string(), r.check_name) for r in results} - daily)
     failed = [(r.asset_key.to_user_string(), r.check_name, r.description) for r in results if not r.passed]
     assert not failed
 
