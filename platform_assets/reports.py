@@ -46,29 +46,38 @@ def infra_audit(context: dg.AssetExecutionContext, lake: Lake, warehouse: Wareho
     })
 
 
+INFLATION = dg.AssetKey(["serving", "sales_vs_inflation"])  # optional: an outage of the macro API costs one panel
+# built when its required inputs are fresh and clean; built again when the inflation panel's data arrives later
+_dashboard_condition = (downstream_condition.ignore(dg.AssetSelection.assets(INFLATION))
+                        | downstream_condition)
+
+
 @dg.asset(
     key=["reports", "executive_dashboard"],
-    deps=[dg.AssetKey(["serving", t]) for t in
-          ("server_latency_daily", "sales_by_category_daily", "video_views_by_network_daily")],
+    deps=[*(dg.AssetKey(["serving", t]) for t in
+            ("server_latency_daily", "sales_by_category_daily", "video_views_by_network_daily")), INFLATION],
     group_name="reports",
     partitions_def=daily,
     kinds={"matplotlib"},
-    automation_condition=downstream_condition,
+    automation_condition=_dashboard_condition,
     description="Report: a PNG for the executive team with HTTP status classes, latency by server, the sales "
-    f"trend over {TREND_DAYS} days and views by network.\n\n"
+    f"trend over {TREND_DAYS} days, views by network, and month-to-date sales growth nominal and real against "
+    "IPCA and the Selic target (that panel only when serving.sales_vs_inflation has the day).\n\n"
     "To see it, click [Show Markdown] beside 'dashboard' in the latest materialization: Dagster shows "
     "markdown metadata inline only under 1,000 characters and cannot serve files from the lake, so an image "
     "always takes that one click. The PNG is also saved in the lake (see 'path').",
 )
 def executive_dashboard(context: dg.AssetExecutionContext, lake: Lake, warehouse: Warehouse) -> dg.MaterializeResult:
     day = context.partition_key
-    gates.enforce(context)
+    gates.enforce(context, optional=frozenset({INFLATION}))
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=TREND_DAYS - 1)).isoformat()
     with stopwatch() as clock:
         latency = warehouse.read("server_latency_daily", DAY_COLUMN, day, day)
         sales = warehouse.read("sales_by_category_daily", DAY_COLUMN, first, day)
         views = warehouse.read("video_views_by_network_daily", DAY_COLUMN, day, day)
-        png = render_dashboard(day, latency, sales, views)
+        inflation = (warehouse.read(INFLATION.path[-1], DAY_COLUMN, day, day)
+                     if warehouse.has_table(INFLATION.path[-1]) else None)
+        png = render_dashboard(day, latency, sales, views, inflation)
         path = lake.write_bytes("reports", "executive_dashboard", day, "dashboard.png", png)
     image = base64.b64encode(png).decode()
     return dg.MaterializeResult(metadata={  # no row count: a picture has none
@@ -76,6 +85,7 @@ def executive_dashboard(context: dg.AssetExecutionContext, lake: Lake, warehouse
         "servers": dg.MetadataValue.int(latency.num_rows),
         "sales_days": dg.MetadataValue.int(len(set(sales["day"].to_pylist()))),
         "networks": dg.MetadataValue.int(views.num_rows),
+        "inflation_panel": dg.MetadataValue.bool(bool(inflation is not None and inflation.num_rows)),
         "bytes": dg.MetadataValue.int(len(png)),
         "seconds": dg.MetadataValue.float(clock["seconds"]),
         "path": dg.MetadataValue.path(path),

@@ -64,6 +64,12 @@ class Warehouse(dg.ConfigurableResource):
                f"BETWEEN DATE '{check_day(first_day)}' AND DATE '{check_day(last_day)}'")
         return self.query(sql)
 
+    def has_table(self, table: str) -> bool:
+        found = self.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = "
+                           f"'{check_identifier(self.schema_name, 'schema name')}' AND table_name = "
+                           f"'{check_identifier(table, 'table name')}'")
+        return int(found["n"][0].as_py()) > 0
+
     def query(self, sql: str) -> pa.Table:
         """Run a read-only query written by the platform itself (never user text)."""
         if self.kind == "duckdb":
