@@ -231,3 +231,36 @@ def test_sales_vs_inflation_equals_the_hand_computed_figures():
                      "real_growth": 0.19403, "selic_date": dt.date(2026, 3, 2), "selic_target_pct": Decimal("14.25")}
     assert home["revenue_mtd"] == 70.0 and home["revenue_prev_period"] == 0.0
     assert home["nominal_growth"] is None and home["real_growth"] is None
+
+
+def test_the_dashboard_never_waits_for_the_macro_data(embedded_world, tmp_path):
+    """A failed macro gate blocks gold/sales_vs_inflation but not the dashboard; without the served macro table
+    the dashboard is still drawn, saying the panel has no data."""
+    from platform_assets import reports
+    from platform_assets.definitions import asset_checks, assets
+    from platform_assets.gates import GATE_LOG
+    from resources import Warehouse
+    from resources import gate_verdicts as verdicts
+
+    day = embedded_world.days[-1]
+    dashboard = dg.AssetKey(["reports", "executive_dashboard"])
+    with dg.instance_for_test() as instance:
+        verdicts.record(instance, SILVER, day, "expectations",
+                        dg.AssetCheckResult(passed=False, description="IPCA unreadable"), "a-failed-run")
+        gold = dg.materialize([*assets, *asset_checks], selection=[dg.AssetKey(["gold", "sales_vs_inflation"])],
+                              partition_key=day, instance=instance, resources=embedded_world.resources,
+                              raise_on_error=False)
+        assert not gold.success and "silver/macro_indicators:expectations" in str(gold.get_step_failure_events()[0]
+                                                                                    .step_failure_data.error)
+        result = dg.materialize([*assets, *asset_checks], selection=[dashboard], partition_key=day,
+                                instance=instance, resources=embedded_world.resources)
+        assert _metadata(result, dashboard)["inflation_panel"].value is True
+        assert not instance.fetch_materializations(GATE_LOG, limit=1).records, "not an override: not gated at all"
+
+    bare = Warehouse(url=f"duckdb:///{tmp_path}/bare.duckdb")
+    for table in ("server_latency_daily", "sales_by_category_daily", "video_views_by_network_daily"):
+        bare.publish_partition(table, embedded_world.warehouse.read(table, "day", day, day), "day", day)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([reports.executive_dashboard], partition_key=day, instance=instance,
+                                resources={**embedded_world.resources, "warehouse": bare})
+    assert _metadata(result, dashboard)["inflation_panel"].value is False
