@@ -10,7 +10,8 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up install env test lint validate demo drill bench clean migrate-lake
+.PHONY: up install env test lint validate demo drill bench clean migrate-lake doctor metrics
+METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
 
@@ -47,6 +48,12 @@ demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh
 
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
+
+doctor: install  ## one line per backend and setting (.env, the environment winning): OK / WARN / FAIL; exit 1 on FAIL
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.doctor
+
+metrics: install  ## Prometheus/OpenMetrics on http://$(HOST):$(METRICS_PORT)/metrics (scrape config: README)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.metrics --host $(HOST) --port $(METRICS_PORT)
 
 migrate-lake: install env  ## convert a lake written before Delta Lake (a _commit.json per partition); nothing is deleted
 	set -a && . ./.env && set +a && $(BIN)/python -m resources.lake_migration $(if $(LAKE),--lake $(LAKE))

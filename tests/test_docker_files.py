@@ -23,14 +23,15 @@ def variables_read_by_the_code() -> set[str]:
 
 def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "s3", "code", "webserver", "daemon"}
+    assert set(services) == {"postgres", "s3", "code", "webserver", "daemon", "metrics"}
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
     assert services["code"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                               "s3": {"condition": "service_healthy"}}
-    for name in ("webserver", "daemon"):
+    for name in ("webserver", "daemon", "metrics"):
         assert services[name]["depends_on"] == {"code": {"condition": "service_healthy"}}
     assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000"]
+    assert services["metrics"]["ports"] == ["127.0.0.1:9464:9464"]
     declared = set(COMPOSE["volumes"])
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("/", "."))}
     assert used == declared == {"postgres-data", "s3-data"}
@@ -39,7 +40,7 @@ def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
 
 def test_every_variable_the_code_reads_is_set_for_the_platform_containers():
     environment = COMPOSE["services"]["code"]["environment"]
-    for name in ("webserver", "daemon"):
+    for name in ("webserver", "daemon", "metrics"):
         assert COMPOSE["services"][name]["environment"] == environment
     missing = variables_read_by_the_code() - set(environment)
     assert not missing, f"read by the code but not set in docker-compose.yml: {sorted(missing)}"
