@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import requests
 
 from resources import CheckpointStore, Lake, SourceDatabase, Warehouse
-from resources.checkpoint_format import checkpoint_time, parse_key
+from resources.checkpoint_format import checkpoint_time
+from resources.checkpoint_keys import KEY_VAR, RING_VAR, parse_ring
 from resources.macro_api import DEFAULT_URL, MacroSeriesApi
 from resources.urls import absolute, redact
 
@@ -167,13 +168,13 @@ def _macro_api() -> Iterator[Finding]:
 
 
 def _checkpoint_key() -> Iterator[Finding]:
-    key = os.environ.get(CheckpointStore.KEY_VAR)
-    if not key:
-        yield Finding(WARN, "checkpoint encryption", f"{CheckpointStore.KEY_VAR} not set: checkpoints are plaintext",
-                      "set a 64-hex-character key (see .env.example) and keep it safe")
+    ring = parse_ring(os.environ.get(RING_VAR), os.environ.get(KEY_VAR))  # raises, naming the variable
+    if ring.current is None:
+        yield Finding(WARN, "checkpoint encryption", f"neither {RING_VAR} nor {KEY_VAR} is set: checkpoints are "
+                      "plaintext", "set a keyring (see .env.example) and keep the keys safe")
     else:
-        parse_key(key, CheckpointStore.KEY_VAR)  # raises, naming the variable, when malformed
-        yield Finding(OK, "checkpoint encryption", f"{CheckpointStore.KEY_VAR} present and valid")
+        yield Finding(OK, "checkpoint encryption", f"keyring present and valid: {len(ring.keys)} key(s), current "
+                      f"{ring.label(ring.current)} (key id {ring.current})")
 
 
 def _pii_key() -> Iterator[Finding]:
@@ -192,6 +193,6 @@ def run_all() -> list[Finding]:
     probes = [("source database", "AEGIS_SOURCE_URL", _source), ("lake", "AEGIS_LAKE_URL", _lake),
               ("warehouse", "AEGIS_WAREHOUSE_URL", _warehouse), ("dagster storage", "DAGSTER_HOME", _dagster),
               ("checkpoints", "AEGIS_LAKE_URL", _checkpoints), ("macro API", MacroSeriesApi.ENV_VAR, _macro_api),
-              ("checkpoint encryption", CheckpointStore.KEY_VAR, _checkpoint_key),
+              ("checkpoint encryption", RING_VAR, _checkpoint_key),
               ("PII key", "AEGIS_PII_KEY", _pii_key)]
     return [finding for check, variable, probe in probes for finding in _guarded(check, variable, probe)]

@@ -41,7 +41,7 @@ class CheckpointHousekeeping:
         except (FileNotFoundError, OSError):
             pass
 
-    def _leased(self, table: str, now: dt.datetime | None = None) -> set[str]:
+    def leased(self, table: str, now: dt.datetime | None = None) -> set[str]:
         """Checkpoints a restore is reading. A lease expires after LEASE_HOURS: a restore that crashed
         does not pin its checkpoint forever."""
         _, root = self._fs()
@@ -57,7 +57,7 @@ class CheckpointHousekeeping:
                   now: dt.datetime | None = None) -> dict[str, str | None]:
         """Each complete checkpoint of `table`, newest first, with why retention keeps it (None: it goes)."""
         return retention_reasons(self.candidates(table), keep_last, keep_within,
-                                 self.latest_verified(table, "full"), self._leased(table),
+                                 self.latest_verified(table, "full"), self.leased(table),
                                  now or dt.datetime.now(dt.UTC))
 
     def apply_retention(self, table: str, keep_last: int, keep_within: dt.timedelta,

@@ -33,13 +33,14 @@ from resources.checkpoint_format import (
     encrypt,
     key_id,
     new_checkpoint_id,
-    parse_key,
     schema_from_text,
     schema_to_text,
     seal,
     unseal,
 )
 from resources.checkpoint_housekeeping import CheckpointHousekeeping
+from resources.checkpoint_keys import KEY_VAR, RING_VAR, Keyring, parse_ring
+from resources.checkpoint_rekey import CheckpointRekeying
 from resources.checkpoint_verification import LEVELS, CheckpointVerification, Verification, part_name
 from resources.identifiers import check_identifier
 from resources.lake import Lake
@@ -57,14 +58,15 @@ class CheckpointNotFoundError(LookupError):
     """No (complete) checkpoint matches what was asked."""
 
 
-class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, dg.ConfigurableResource):
+class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, CheckpointRekeying, dg.ConfigurableResource):
     """Checkpoints of source tables under `<lake>/checkpoints/`, local disk or S3 alike."""
 
     lake: Lake
     rows_per_file: int = 1_000_000
     codec: str = "zstd"  # or "snappy"
-    encryption_key: str | None = None  # None: read AEGIS_CHECKPOINT_KEY at use (never shown in the UI)
-    KEY_VAR: ClassVar[str] = "AEGIS_CHECKPOINT_KEY"
+    encryption_key: str | None = None  # None: the keyring of the environment, read at use (never shown in the UI)
+    KEY_VAR: ClassVar[str] = KEY_VAR
+    RING_VAR: ClassVar[str] = RING_VAR
 
     # ------------------------------------------------------------ paths and keys
 
@@ -77,9 +79,15 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, dg.Configu
         path = f"{root}/{check_table_id(table)}"
         return path if checkpoint_id is None else f"{path}/{check_checkpoint_id(checkpoint_id)}"
 
+    def keyring(self) -> Keyring:
+        """AEGIS_CHECKPOINT_KEYS (+ AEGIS_CHECKPOINT_KEY), or the one key configured on the resource."""
+        if self.encryption_key is not None:
+            return parse_ring(None, self.encryption_key)
+        return parse_ring(os.environ.get(RING_VAR), os.environ.get(KEY_VAR))
+
     def _key(self) -> bytes | None:
-        text = self.encryption_key if self.encryption_key is not None else os.environ.get(self.KEY_VAR)
-        return parse_key(text, self.KEY_VAR)
+        """The key new checkpoints are encrypted with (None: not encrypted)."""
+        return self.keyring().current_key
 
     def _write(self, path: str, data: bytes) -> None:
         self.lake.write_file(path, data)
@@ -219,15 +227,13 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, dg.Configu
         """The key that opens this checkpoint (None when it is plain), or an error saying what is wrong."""
         if not manifest["encryption"]:
             return None
-        wanted, key = manifest["encryption"]["key_id"], self._key()
+        wanted, ring = manifest["encryption"]["key_id"], self.keyring()
+        key = ring.key(wanted)
         if key is None:
+            held = ring.describe() or "no key"
             raise CheckpointKeyError(
-                f"checkpoint {checkpoint_id} of {table!r} is encrypted (key id {wanted}); "
-                f"set {self.KEY_VAR} to read it")
-        if key_id(key) != wanted:
-            raise CheckpointKeyError(
-                f"checkpoint {checkpoint_id} of {table!r} was encrypted with key id {wanted}, "
-                f"but {self.KEY_VAR} has key id {key_id(key)}")
+                f"checkpoint {checkpoint_id} of {table!r} was encrypted with key id {wanted}, which is not in "
+                f"{RING_VAR} / {KEY_VAR} (they hold: {held}); add that key to the ring to read it")
         return key
 
     def read_batches(self, table: str, checkpoint_id: str, manifest: dict) -> Iterator[pa.RecordBatch]:

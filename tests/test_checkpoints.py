@@ -94,7 +94,7 @@ def test_encrypted_round_trip_and_key_errors(tmp_path):
 
     with pytest.raises(RestoreFailedError, match="key id"):
         restore(CheckpointStore(lake=lake, encryption_key=KEY_B), db, plan_restore(store, "sales"))
-    with pytest.raises(RestoreFailedError, match="set AEGIS_CHECKPOINT_KEY"):
+    with pytest.raises(RestoreFailedError, match="not in AEGIS_CHECKPOINT_KEYS"):
         restore(CheckpointStore(lake=lake, encryption_key=""), db, plan_restore(store, "sales"))
     assert snapshot(db, "sales") == before, "failed restores change nothing"
     drop(db, "sales")

@@ -51,7 +51,7 @@ def test_doctor_on_the_embedded_stack_prints_ok_or_warn_for_every_check_and_exit
     for check in ("source database", "lake", "warehouse", "dagster storage", "macro API", "macro API breaker",
                   "checkpoint encryption", "PII key", "disk (lake)", *(f"checkpoint {t}" for t in PLATFORM_TABLES)):
         assert any(line.startswith(check + " ") for _, line in found), f"no line for {check}:\n{text}"
-    assert "present and valid" in text and "circuit breaker closed" in text
+    assert "keyring present and valid: 1 key(s)" in text and "circuit breaker closed" in text
     assert PII_KEY not in text and CHECKPOINT_KEY not in text, "a secret was printed"
 
 
