@@ -26,7 +26,7 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
     interval = int(os.environ.get(INTERVAL_VAR, "30"))
     return dg.AutomationConditionSensorDefinition(
         "daily_layers_automation", target=dg.AssetSelection.groups("source", "bronze", "silver", "gold", "serving",
-                                                                   "reports"),
+                                                                   "reports", "security"),
         default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=interval,
         description=f"Every {interval} s: materialises the latest day of each daily layer when its upstream is "
         "fresh and clean (source and bronze at 08:00 and 20:00 UTC).")

@@ -17,6 +17,7 @@ from platform_assets import (
           quality,
           recovery,
           reports,
+          security,
           serving,
           silver,
           source,
@@ -35,8 +36,10 @@ from sensors.schedules import build_quality_recheck, schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
-          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log]
-asset_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
+          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log,
+          *security.assets]
+daily_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
+asset_checks = [*daily_checks, *security.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
            build_alert_sensor(sorted({spec.asset_key for check in asset_checks for spec in check.check_specs}
@@ -46,13 +49,14 @@ sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTI
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 
-quality_recheck = build_quality_recheck([key for check in asset_checks for key in check.check_keys])
+quality_recheck = build_quality_recheck([key for check in daily_checks for key in check.check_keys])
 
 lake = Lake(url=dg.EnvVar("AEGIS_LAKE_URL"), retention_hours=retention_from_env())
 resources = {
     "source_db": SourceDatabase(url=dg.EnvVar("AEGIS_SOURCE_URL")),
     "lake": lake,
-    "warehouse": Warehouse(url=dg.EnvVar("AEGIS_WAREHOUSE_URL")),
+    "warehouse": Warehouse(url=dg.EnvVar("AEGIS_WAREHOUSE_URL"),
+                           writer_role=os.environ.get("AEGIS_WRITER_ROLE") or "aegis_writer"),
     "masker": PiiMasker(key=dg.EnvVar("AEGIS_PII_KEY")),
     "volume": SyntheticVolume(rows_per_day=dg.EnvVar.int("AEGIS_ROWS_PER_DAY")),
     "checkpoints": CheckpointStore(lake=lake),  # AEGIS_CHECKPOINT_KEY, if set, is read when used

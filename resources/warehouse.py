@@ -21,6 +21,7 @@ from dagster_duckdb import DuckDBResource
 from resources.adbc import adbc_connection
 from resources.identifiers import check_day, check_identifier, quote
 from resources.urls import ParsedUrl, absolute, parse_url
+from resources.warehouse_access import Grant, role, setup_statements
 
 SCHEMES = {
     "duckdb": "duckdb:///path/to/warehouse.duckdb",
@@ -35,6 +36,7 @@ class Warehouse(dg.ConfigurableResource):
 
     url: str
     schema_name: str = "serving"
+    writer_role: str = "aegis_writer"  # PostgreSQL: publish as this role when the login is a member of it
     ENV_VAR: ClassVar[str] = "AEGIS_WAREHOUSE_URL"
 
     @property
@@ -100,14 +102,73 @@ class Warehouse(dg.ConfigurableResource):
             return data.num_rows
         with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema_name)}")
+            cur.execute(f"SELECT 1 FROM pg_namespace WHERE nspname = '{check_identifier(self.schema_name)}'")
+            if not cur.fetchall():
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema_name)}")
+            self._as_writer(cur)
             cur.adbc_ingest(table, data.slice(0, 0), mode="create_append", db_schema_name=self.schema_name)
+            cur.execute(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{target}'::regclass")
+            if not cur.fetchone()[0]:  # a new table shows non-owners (BI) nothing until its policy is applied
+                cur.execute(f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY")
             if "{staged}" in where:
                 cur.adbc_ingest(staged.strip('"'), data, mode="replace", temporary=True)
             cur.execute(delete)
             cur.adbc_ingest(table, data, mode="append", db_schema_name=self.schema_name)
             conn.commit()
         return data.num_rows
+
+    def _as_writer(self, cur: Any) -> None:
+        """Publish as the writer role (the owner of the serving tables) when it exists and the login may."""
+        cur.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = "
+                    f"'{role(self.writer_role, 'AEGIS_WRITER_ROLE')}'")
+        found = cur.fetchone()
+        if found and found[0]:
+            cur.execute(f"SET LOCAL ROLE {quote(self.writer_role)}")
+
+    def role_privileges(self, name: str) -> dict[str, object] | None:
+        """What role `name` may do in this warehouse database (None for DuckDB): the BI posture check."""
+        if self.kind != "postgres":
+            return None
+        user = role(name, "AEGIS_BI_ROLE")
+        mine = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+        sql = f"""SELECT r.rolsuper, r.rolbypassrls, has_database_privilege(r.oid, current_database(), 'TEMPORARY'),
+            EXISTS (SELECT 1 FROM pg_namespace n WHERE {mine} AND has_schema_privilege(r.oid, n.oid, 'CREATE')),
+            EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {mine}
+                    AND c.relkind IN ('r', 'p') AND has_table_privilege(r.oid, c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE')),
+            EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {mine}
+                    AND n.nspname <> '{check_identifier(self.schema_name, 'schema name')}'
+                    AND c.relkind IN ('r', 'p', 'v', 'm') AND has_table_privilege(r.oid, c.oid, 'SELECT'))
+            FROM pg_roles r WHERE r.rolname = '{user}'"""
+        with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            found = cur.fetchone()
+        if found is None:
+            return {"role": user, "exists": False}
+        names = ("superuser", "bypassrls", "temporary", "create", "write", "other_schemas")
+        return {"role": user, "exists": True, **dict(zip(names, found, strict=True))}
+
+    def secure(self, bi_role: str, grants: list[Grant]) -> dict:
+        """Roles, grants, the row-access mapping and a policy on every serving table (PostgreSQL only)."""
+        if self.kind != "postgres":
+            raise ValueError(f"{self.ENV_VAR}: roles and row-level security need PostgreSQL, not {self.kind}")
+        role(bi_role, "AEGIS_BI_ROLE")
+        with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
+            cur.execute("SELECT current_database(), current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+            database, user, superuser = cur.fetchone()
+            cur.execute("SELECT c.table_name, c.column_name FROM information_schema.columns c JOIN "
+                        "information_schema.tables t USING (table_schema, table_name) WHERE t.table_type = "
+                        f"'BASE TABLE' AND c.table_schema = '{check_identifier(self.schema_name, 'schema name')}'")
+            tables: dict[str, set[str]] = {}
+            for table, column in cur.fetchall():
+                tables.setdefault(table, set()).add(column)
+            for statement in setup_statements(database, self.schema_name, bi_role,
+                                              role(self.writer_role, "AEGIS_WRITER_ROLE"), user, superuser, grants,
+                                              tables):
+                cur.execute(statement)
+            conn.commit()
+        return {"tables": sorted(tables), "bi_role": bi_role, "writer_role": self.writer_role,
+                "grants": len(grants)}
 
     @contextmanager
     def _duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
