@@ -28,7 +28,7 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         groups.setdefault(node.group_name, []).append(key)
-        if node.group_name in ("checkpoints", "recovery", "lake_maintenance", "quality"):  # not per day
+        if node.group_name in ("checkpoints", "recovery", "lake_maintenance", "quality", "security"):  # not per day
             assert node.partitions_def is None, key
         else:
             assert node.partitions_def == daily, key
