@@ -8,6 +8,7 @@ import dagster as dg
 from platform_assets import (
           bronze,
           checkpoints,
+          erasure,
           gates,
           gold,
           key_rotation,
@@ -37,7 +38,7 @@ from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
           *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log,
-          *security.assets]
+          *security.assets, erasure.erasure_log]
 daily_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
 asset_checks = [*daily_checks, *security.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
@@ -69,6 +70,6 @@ resources = {
 # forkserver, 18-22 s in process; see README "Fast from the UI").
 defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
                       jobs=[*jobs, *recovery.jobs, lake_restore_job, lake_maintenance.maintenance_job,
-                            *key_rotation.jobs],
+                            *key_rotation.jobs, erasure.forget_customer],
                       schedules=[*schedules, quality_recheck, lake_maintenance.maintenance_schedule],
                       sensors=sensors, resources=resources, executor=dg.in_process_executor)

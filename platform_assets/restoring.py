@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from platform_assets.safeguard import aside_suffix
-from resources.checkpoint_format import check_checkpoint_id, schema_from_text
-from resources.checkpoint_store import CheckpointNotFoundError, CheckpointStore
+from resources.checkpoint_format import check_checkpoint_id
+from resources.checkpoint_store import CheckpointNotFoundError, CheckpointStore, restored_schema
 from resources.identifiers import check_identifier
 from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase
@@ -153,12 +153,16 @@ def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: l
             for part in parts:
                 manifest, place = manifests[part.table], places[part.table]
                 first = len(restorer.warnings)
+                erased = [0]
                 with _timed(seconds[part.table], "load"):
                     kept[part.table] = set_aside(restorer, place, part.aside)
                     restorer.create(manifest["source"], place, _in_place(manifest, part))
-                    load_rows(store, restorer, manifest, place)
+                    load_rows(store, restorer, manifest, place, erased)
                 with _timed(seconds[part.table], "compare"):
-                    fingerprints[part.table] = compare(restorer, manifest, place)
+                    fingerprints[part.table] = compare(restorer, manifest, place, erased[0])
+                if erased[0]:
+                    restorer.warnings.append(f"{part.table}: {erased[0]} row(s) of erased people restored without "
+                                             "their personal values (their keys were destroyed)")
                 warnings[part.table] += restorer.warnings[first:]
             for part in parts:
                 first = len(restorer.warnings)
@@ -199,16 +203,28 @@ def verify(store: CheckpointStore, table: str, checkpoint_id: str) -> dict:
     return store.manifest(table, checkpoint_id)
 
 
-def load_rows(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef) -> None:
+def load_rows(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef,
+              erased: list[int] | None = None) -> None:
     """Decode the checkpoint on a worker thread while the database ingests the previous batch."""
-    schema = schema_from_text(manifest["schema"])
-    with prefetched(store.read_batches(manifest["table"], manifest["id"], manifest)) as batches:
+    schema = restored_schema(manifest)
+    with prefetched(store.read_batches(manifest["table"], manifest["id"], manifest, erased=erased)) as batches:
         restorer.load(manifest["source"], place, pa.RecordBatchReader.from_batches(schema, batches))
 
 
-def compare(restorer: Restorer, manifest: dict, place: TableRef) -> str:
+def compare(restorer: Restorer, manifest: dict, place: TableRef, erased: int = 0) -> str:
     """The loaded rows must match the checkpoint: their count, and the fingerprint the database computes over
-    its own values (no conversion on the way in or out can pass as verified)."""
+    its own values (no conversion on the way in or out can pass as verified). When people were erased, the
+    fingerprint is that of every row without the personal columns (taken on the checkpoint's snapshot): every
+    non-personal value is checked by the database; every personal value left was authenticated by its own
+    person's key (AES-GCM) as it was opened."""
+    if erased:
+        sealed = manifest["sealed"]
+        rows, fingerprint = restorer.fingerprint(manifest["source"], place, sealed["columns"])
+        if rows != manifest["rows"] or fingerprint != sealed["fingerprint_without_personal"]:
+            raise RestoreError(f"loaded rows differ from the checkpoint outside the erased personal values: "
+                               f"{rows} rows (checkpoint {manifest['rows']}), fingerprint without personal columns "
+                               f"{fingerprint} (checkpoint {sealed['fingerprint_without_personal']})")
+        return f"{fingerprint} (without personal columns; {erased} erased)"
     rows, fingerprint = restorer.fingerprint(manifest["source"], place)
     if rows != manifest["rows"]:
         raise RestoreError(f"loaded {rows} rows, the checkpoint holds {manifest['rows']}")

@@ -47,6 +47,16 @@ from resources.lake import Lake
 from resources.parquet_parts import WRITE_CHUNK_ROWS, PartWriter, rechunked
 from resources.prefetch import prefetched
 from resources.source_database import SourceDatabase
+from resources.subject_keys import SubjectKeys
+from resources.subject_sealing import (
+    Sealing,
+    check_sealable,
+    seal_batch,
+    sealed_schema,
+    subject_tables,
+    subjects_of,
+    unseal_batch,
+)
 from resources.table_capture import Captured
 from resources.table_refs import TableRef, check_table_id
 
@@ -125,14 +135,23 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, Checkpoint
         table = captured.ref.id
         checkpoint_id = check_checkpoint_id(checkpoint_id or new_checkpoint_id())
         schema, content, files = captured.schema, Fingerprint(), []
+        sealing = subject_tables().get(table)
+        stored = schema
+        if sealing:  # each person's values under their own key: erasable without rewriting the checkpoint
+            check_sealable(table, schema, sealing)
+            stored, people, known = sealed_schema(schema, sealing), SubjectKeys(self.lake), None
         with prefetched(rechunked(captured.batches(), schema)) as chunks:
-            part = PartWriter(schema, self.codec)
+            part = PartWriter(stored, self.codec)
             for chunk in chunks:
+                if sealing:
+                    known = people.load(table) if known is None else known
+                    keys = people.ensure(table, {s for s in subjects_of(chunk, sealing) if s is not None}, known)
+                    chunk = seal_batch(chunk, table, sealing, keys)
                 content.update(chunk)
                 part.write(chunk)
                 if part.rows >= self.rows_per_file:
                     files.append(self._store_part(part, table, checkpoint_id, len(files), key))
-                    part = PartWriter(schema, self.codec)
+                    part = PartWriter(stored, self.codec)
             if part.rows or not files:
                 files.append(self._store_part(part, table, checkpoint_id, len(files), key))
         rows = sum(f["rows"] for f in files)
@@ -142,7 +161,9 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, Checkpoint
             "format": FORMAT, "format_version": FORMAT_VERSION, "id": checkpoint_id, "table": table,
             "created_at": checkpoint_time(checkpoint_id).isoformat(),
             "source": captured.definition,
-            "schema": schema_to_text(schema),
+            "schema": schema_to_text(stored),
+            "sealed": {"subject": sealing.subject, "columns": list(sealing.columns), "schema": schema_to_text(schema),
+                       "fingerprint_without_personal": captured.fingerprint_without_personal} if sealing else None,
             "columns": [{"name": c["name"], "type": c["type"], "travel": c["travel"]}
                         for c in captured.definition["columns"]],
             "rows": rows, "files": files,
@@ -236,18 +257,35 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, Checkpoint
                 f"{RING_VAR} / {KEY_VAR} (they hold: {held}); add that key to the ring to read it")
         return key
 
-    def read_batches(self, table: str, checkpoint_id: str, manifest: dict) -> Iterator[pa.RecordBatch]:
-        """Decode a checkpoint part by part (decrypting each), so memory is bounded by one part."""
+    def read_batches(self, table: str, checkpoint_id: str, manifest: dict, unseal: bool = True,
+                     erased: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+        """Decode a checkpoint part by part (decrypting each), so memory is bounded by one part. Sealed personal
+        values are opened with their person's key (NULL where it was destroyed; `erased[0]` counts those rows),
+        unless `unseal` is False (the bytes as stored, for verification)."""
         key = self.key_for(table, checkpoint_id, manifest)
+        sealed = manifest.get("sealed") if unseal else None
+        keys = SubjectKeys(self.lake).load(table) if sealed else {}
+        original = schema_from_text(sealed["schema"]) if sealed else None
+        sealing = Sealing(sealed["subject"], tuple(sealed["columns"])) if sealed else None
         for entry in manifest["files"]:
             data = self._read(f"{self._dir(table, checkpoint_id)}/{part_name(entry)}")
             if key is not None:
                 data = decrypt(key, data, associated=f"{table}/{checkpoint_id}/{entry['path']}".encode())
-            yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=WRITE_CHUNK_ROWS)
+            for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=WRITE_CHUNK_ROWS):
+                if sealing:
+                    batch, gone = unseal_batch(batch, table, sealing, keys, original)
+                    if erased is not None:
+                        erased[0] += gone
+                yield batch
 
     def reader(self, table: str, checkpoint_id: str, manifest: dict) -> pa.RecordBatchReader:
-        schema = schema_from_text(manifest["schema"])
-        return pa.RecordBatchReader.from_batches(schema, self.read_batches(table, checkpoint_id, manifest))
+        return pa.RecordBatchReader.from_batches(restored_schema(manifest),
+                                                 self.read_batches(table, checkpoint_id, manifest))
+
+def restored_schema(manifest: dict) -> pa.Schema:
+    """The rows' schema as restored (a sealed checkpoint stores its personal columns as ciphertext)."""
+    return schema_from_text((manifest.get("sealed") or {}).get("schema") or manifest["schema"])
+
 
 def _is_checkpoint_id(name: str) -> bool:
     try:

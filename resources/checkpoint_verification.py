@@ -44,7 +44,7 @@ class CheckpointVerification:
             check_files(self, table, checkpoint_id, manifest, level, result.problems)
             if level == "deep" and not result.problems:
                 fp = Fingerprint()
-                for batch in self.read_batches(table, checkpoint_id, manifest):
+                for batch in self.read_batches(table, checkpoint_id, manifest, unseal=False):  # the bytes as stored
                     fp.update(batch)
                 if fp.hexdigest() != manifest["content_fingerprint"]["value"]:
                     result.problems.append("content fingerprint differs from the manifest")

@@ -117,6 +117,12 @@ class Lake(dg.ConfigurableResource):
         _, root = self.filesystem()
         return "/".join([root, *check_lake_layer(layer), check_identifier(table, "table name")])
 
+    def internal_uri(self, *parts: str) -> tuple[str, dict[str, str]]:
+        """URI and storage options of an internal Delta table at `<lake>/_aegis/<parts…>`."""
+        _, root = self.filesystem()
+        path = "/".join([root, "_aegis", *(check_identifier(p, "internal table name") for p in parts)])
+        return (path if self.is_local else f"s3://{path}"), self._options()
+
     def location(self, layer: str, table: str) -> delta.DeltaLocation:
         root = self.table_root(layer, table)
         return delta.DeltaLocation(uri=root if self.is_local else f"s3://{root}", storage_options=self._options(),
@@ -264,6 +270,16 @@ class Lake(dg.ConfigurableResource):
         fs, _ = self.filesystem()
         with fs.open_input_stream(f"{self.partition_dir(layer, table, partition)}/{_file_name(name)}") as f:
             return f.read()
+
+    def delete_files(self, uris: Iterable[str]) -> None:
+        """Delete files named as Delta names them (a local path, file:// or s3:// URI)."""
+        fs, _ = self.filesystem()
+        for uri in uris:
+            path = uri.removeprefix("file://").removeprefix("s3://")
+            try:
+                fs.delete_file(path)
+            except FileNotFoundError:
+                pass
 
     def write_file(self, path: str, data: bytes) -> None:
         """Write a whole file at a path of this lake's file system, all or nothing."""

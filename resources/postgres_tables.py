@@ -115,10 +115,12 @@ def select_sql(ref: TableRef, cols: list[dict]) -> str:
     return f"SELECT {', '.join(parts) or 'NULL'} FROM {ref.sql}"
 
 
-def fingerprint(conn: dbapi.Connection, table_sql: str) -> tuple[int, str]:
-    """Row count and the server-side content fingerprint of a table, as this transaction sees it."""
+def fingerprint(conn: dbapi.Connection, table_sql: str, columns: list[str] | None = None) -> tuple[int, str]:
+    """Row count and the server-side content fingerprint of a table (or of only `columns` of each row), as this
+    transaction sees it."""
+    row = "r.*" if columns is None else ", ".join(f"r.{quote_name(c)}" for c in columns) or "NULL"
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*), coalesce(sum(hashtextextended(ROW(r.*)::text, 0)), 0)::text "
+        cur.execute(f"SELECT count(*), coalesce(sum(hashtextextended(ROW({row})::text, 0)), 0)::text "
                     f"FROM {table_sql} AS r")
         count, total = cur.fetchone()
     return int(count), f"{int(total) % MAX_INT:016x}"

@@ -14,6 +14,7 @@ import pyarrow as pa
 from resources import postgres_tables as pg
 from resources import sqlite_tables as lite
 from resources.adbc import adbc_connection
+from resources.subject_sealing import subject_tables
 from resources.table_refs import TableRef
 from resources.urls import ParsedUrl, absolute
 
@@ -35,6 +36,11 @@ class Captured:
     counted: Future  # (rows, fingerprint), computed by the database on the same snapshot
     batches: Callable[[], Iterator[pa.RecordBatch]]
     objects: Future | None = None  # the schema objects, when they are still being dumped
+    counted_without: Future | None = None  # a subject table's (rows, fingerprint) without its personal columns
+
+    @property
+    def fingerprint_without_personal(self) -> str | None:
+        return self.counted_without.result()[1] if self.counted_without is not None else None
 
     @property
     def rows(self) -> int:
@@ -81,10 +87,14 @@ def _capture_sqlite(parsed: ParsedUrl, refs: Sequence[TableRef]) -> Iterator[dic
                 raise UnknownTableError(f"table {ref.label!r} does not exist in the source database")
             cols = lite.columns(conn, ref, objects["table"])
             counted = _done(lite.fingerprint(conn, ref.sql, cols))
+            sealing = subject_tables().get(ref.id)
+            without = _done(lite.fingerprint(conn, ref.sql, [c for c in cols if c["name"] not in sealing.columns])
+                            ) if sealing else None
             definition = {"kind": "sqlite", "table": ref.to_json(), "columns": cols, "objects": objects,
                           "fingerprint_algorithm": lite.FINGERPRINT_ALGORITHM}
             captured[ref.id] = Captured(ref, definition, lite.arrow_schema(cols), counted,
-                                        lambda ref=ref, cols=cols: lite.read_batches(conn, ref, cols))
+                                        lambda ref=ref, cols=cols: lite.read_batches(conn, ref, cols),
+                                        counted_without=without)
         yield captured
     finally:
         conn.rollback()
@@ -110,6 +120,10 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
             for ref in refs:
                 cols = plans[ref.id]
                 counted = helpers.submit(_fingerprint_in_snapshot, parsed, variable, snapshot_name, ref)
+                sealing = subject_tables().get(ref.id)
+                without = helpers.submit(_fingerprint_in_snapshot, parsed, variable, snapshot_name, ref,
+                                         [c["name"] for c in cols if c["name"] not in sealing.columns]
+                                         ) if sealing else None
                 objects = helpers.submit(pg.dump_schema, parsed.location, ref, snapshot_name)
                 definition = {"kind": "postgres", "table": ref.to_json(), "columns": cols,
                               "sequences": pg.owned_sequences(conn, ref),
@@ -117,21 +131,23 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
                               "fingerprint_algorithm": pg.FINGERPRINT_ALGORITHM}
                 schema = _postgres_schema(conn, ref, cols)
                 captured[ref.id] = Captured(ref, definition, schema, counted,
-                                            lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols), objects)
+                                            lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols), objects,
+                                            without)
             try:
                 yield captured
             finally:
                 for entry in captured.values():  # the snapshot must outlive every reader of it
-                    for future in (entry.counted, entry.objects):
+                    for future in (entry.counted, entry.objects, entry.counted_without):
                         if future is not None and not future.cancel():
                             future.exception()
 
 
-def _fingerprint_in_snapshot(parsed: ParsedUrl, variable: str, snapshot_name: str, ref: TableRef) -> tuple[int, str]:
+def _fingerprint_in_snapshot(parsed: ParsedUrl, variable: str, snapshot_name: str, ref: TableRef,
+                             columns: list[str] | None = None) -> tuple[int, str]:
     with adbc_connection(parsed, variable) as conn:
         pg.open_session(conn)
         with pg.snapshot(conn, imported=snapshot_name):
-            return pg.fingerprint(conn, ref.sql)
+            return pg.fingerprint(conn, ref.sql, columns)
 
 
 def fingerprint(parsed: ParsedUrl, variable: str, ref: TableRef) -> tuple[int, str]:

@@ -85,10 +85,12 @@ class Restorer:
         else:
             pg.load_rows(self.conn, target, definition["columns"], reader, f"aegis_staging_{secrets.token_hex(4)}")
 
-    def fingerprint(self, definition: dict, target: TableRef) -> tuple[int, str]:
+    def fingerprint(self, definition: dict, target: TableRef, without: Sequence[str] = ()) -> tuple[int, str]:
+        """Row count and fingerprint of the loaded rows (of every column but `without`, when given)."""
+        kept = [c for c in definition["columns"] if c["name"] not in without]
         if self.kind == "sqlite":
-            return lite.fingerprint(self.conn, target.sql, definition["columns"])
-        return pg.fingerprint(self.conn, target.sql)
+            return lite.fingerprint(self.conn, target.sql, kept)
+        return pg.fingerprint(self.conn, target.sql, [c["name"] for c in kept] if without else None)
 
     def complete(self, definition: dict, target: TableRef, in_place: bool, together: Sequence[TableRef] = ()) -> None:
         """What follows the rows: indexes always; the rest only for the table in its own place. `together`:

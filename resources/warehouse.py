@@ -66,6 +66,21 @@ class Warehouse(dg.ConfigurableResource):
                f"BETWEEN DATE '{check_day(first_day)}' AND DATE '{check_day(last_day)}'")
         return self.query(sql)
 
+    def erase(self, table: str, column: str, value: int) -> int:
+        """Delete the rows whose `column` equals the integer `value` (a person's, on request); returns how many."""
+        target, where = self.qualified(table), f"{quote(column, 'column')} = {int(value)}"
+        if self.kind == "duckdb":
+            with self._duckdb() as con:
+                found = con.execute(f"DELETE FROM {target} WHERE {where} RETURNING 1").fetchall()
+            return len(found)
+        with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
+            self._as_writer(cur)
+            cur.execute(f"DELETE FROM {target} WHERE {where} RETURNING 1")
+            found = cur.fetchall()
+            conn.commit()
+        return len(found)
+
     def has_table(self, table: str) -> bool:
         found = self.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = "
                            f"'{check_identifier(self.schema_name, 'schema name')}' AND table_name = "

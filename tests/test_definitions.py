@@ -37,7 +37,7 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
                            "lake_maintenance", "quality", "security"}
     assert groups["quality"] == [dg.AssetKey("quality_gate_log")]
     assert set(groups["security"]) == {dg.AssetKey(["security", "warehouse_access"]),
-                                       dg.AssetKey(["security", "posture"])}
+                                       dg.AssetKey(["security", "posture"]), dg.AssetKey(["security", "erasure_log"])}
     assert set(groups["lake_maintenance"]) == {dg.AssetKey(["lake", "compaction"]), dg.AssetKey(["lake", "vacuum"])}
     for layer in ("checkpoints", "recovery"):
         assert sorted(k.path[1] for k in groups[layer] if len(k.path) == 2) == sorted(SOURCE_TABLES)

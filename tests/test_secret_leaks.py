@@ -4,6 +4,7 @@ platform left behind — the Dagster instance's storage (event log, runs, tags, 
 alerts posted, the doctor's output and every file of the lake — is searched for them. A second test logs a
 secret on purpose and sees the same scan catch it."""
 
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from platform_assets import bronze, recovery
@@ -44,12 +46,16 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 def lake_files(lake: Lake) -> dict[str, bytes]:
+    """Every file of the lake; a readable (compressed) Parquet file also as the text of its values."""
     fs, root = lake.filesystem()
     found = {}
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         if info.type == pafs.FileType.File:
             with fs.open_input_stream(info.path) as f:
-                found[info.path] = f.read()
+                data = f.read()
+            if data.startswith(b"PAR1"):
+                data += repr(pq.read_table(io.BytesIO(data)).to_pylist()).encode()
+            found[info.path] = data
     return found
 
 

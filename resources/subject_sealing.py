@@ -1,0 +1,125 @@
+"""Per-subject sealing of personal columns in checkpoints: the ground of the right to erasure.
+
+In a table that holds people (`AEGIS_SUBJECT_TABLES`, default `customers:id:name,email,cpf,phone`: table id,
+the column naming the person, the personal columns), each personal value is encrypted in the checkpoint with
+that person's own key (AES-256-GCM, bound to table, column and person), on top of the checkpoint's own
+encryption. Destroying a person's key (resources/subject_keys.py) makes their values in every kept checkpoint
+unreadable without rewriting any checkpoint; on restore they come back as NULL and every other value exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SUBJECTS_VAR = "AEGIS_SUBJECT_TABLES"
+DEFAULT_SUBJECTS = "customers:id:name,email,cpf,phone"
+_NONCE = 12
+
+
+class SealingError(ValueError):
+    """A subject table that cannot be sealed as configured; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Sealing:
+    subject: str  # the column naming the person
+    columns: tuple[str, ...]  # their personal columns (text)
+
+
+def subject_tables(text: str | None = None) -> dict[str, Sealing]:
+    """Table id -> its sealing, from `table:subject_column:col,col;…` (the default when unset; "none": none)."""
+    text = os.environ.get(SUBJECTS_VAR) if text is None else text
+    text = DEFAULT_SUBJECTS if text is None or not text.strip() else text
+    if text.strip().lower() == "none":
+        return {}
+    found = {}
+    for entry in (e.strip() for e in text.split(";") if e.strip()):
+        parts = entry.split(":")
+        if len(parts) != 3 or not all(parts) or not parts[2].strip(","):
+            raise SealingError(f"{SUBJECTS_VAR}: {entry!r} is not `table:subject_column:personal,columns`")
+        found[parts[0]] = Sealing(parts[1], tuple(c.strip() for c in parts[2].split(",") if c.strip()))
+    return found
+
+
+def check_sealable(table: str, schema: pa.Schema, sealing: Sealing) -> None:
+    missing = [c for c in (sealing.subject, *sealing.columns) if c not in schema.names]
+    if missing:
+        raise SealingError(f"{SUBJECTS_VAR}: table {table!r} has no column {', '.join(missing)}")
+    for name in sealing.columns:
+        if not pa.types.is_string(schema.field(name).type):
+            raise SealingError(f"{SUBJECTS_VAR}: {table}.{name} is {schema.field(name).type}, not text; only text "
+                               "columns are sealed per person")
+
+
+def sealed_schema(schema: pa.Schema, sealing: Sealing) -> pa.Schema:
+    return pa.schema([pa.field(f.name, pa.binary()) if f.name in sealing.columns else f for f in schema])
+
+
+def _aad(table: str, column: str, subject: str) -> bytes:
+    return f"{table}/{column}/{subject}".encode()
+
+
+def subjects_of(batch: pa.RecordBatch, sealing: Sealing) -> list[str | None]:
+    return [None if v is None else str(v) for v in batch.column(sealing.subject).to_pylist()]
+
+
+def seal_batch(batch: pa.RecordBatch, table: str, sealing: Sealing, keys: dict[str, bytes]) -> pa.RecordBatch:
+    """Each personal value encrypted with its person's key (a row without a person keeps NULL there)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    subjects = subjects_of(batch, sealing)
+    ciphers = {s: AESGCM(keys[s]) for s in set(subjects) if s is not None}
+    arrays = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if field.name not in sealing.columns:
+            arrays.append(column)
+            continue
+        sealed = []
+        for subject, value in zip(subjects, column.to_pylist(), strict=True):
+            if value is None or subject is None:
+                sealed.append(None if value is None else b"\x00" + value.encode())  # no person: kept as is
+                continue
+            nonce = os.urandom(_NONCE)
+            sealed.append(b"\x01" + nonce + ciphers[subject].encrypt(nonce, value.encode(),
+                                                                     _aad(table, field.name, subject)))
+        arrays.append(pa.array(sealed, pa.binary()))
+    return pa.RecordBatch.from_arrays(arrays, schema=sealed_schema(batch.schema, sealing))
+
+
+def unseal_batch(batch: pa.RecordBatch, table: str, sealing: Sealing, keys: dict[str, list[bytes]],
+                 schema: pa.Schema) -> tuple[pa.RecordBatch, int]:
+    """The original values; a person whose key was destroyed gets NULL. Returns the batch and how many of its
+    rows belonged to such a person. A value no key of its person opens is an error (tampering, a lost key)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    subjects = subjects_of(batch, sealing)
+    erased = sum(1 for s in subjects if s is not None and s not in keys)
+    arrays = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if field.name not in sealing.columns:
+            arrays.append(column)
+            continue
+        plain = []
+        for subject, blob in zip(subjects, column.to_pylist(), strict=True):
+            if blob is None or blob[:1] == b"\x00":
+                plain.append(None if blob is None else blob[1:].decode())
+                continue
+            if subject not in keys:
+                plain.append(None)  # erased: the key is gone
+                continue
+            nonce, body = blob[1:1 + _NONCE], blob[1 + _NONCE:]
+            for key in keys[subject]:
+                try:
+                    plain.append(AESGCM(key).decrypt(nonce, body, _aad(table, field.name, subject)).decode())
+                    break
+                except InvalidTag:
+                    continue
+            else:
+                raise SealingError(f"{table}.{field.name} of person {subject}: no key of theirs opens it "
+                                   "(tampered, or a key was lost)")
+        arrays.append(pa.array(plain, schema.field(field.name).type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema), erased

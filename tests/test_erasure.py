@@ -1,0 +1,109 @@
+"""The right to erasure on a real graph (SQLite source, local lake, DuckDB warehouse, encrypted checkpoints):
+after forget_customer the person's personal values are nowhere in the lake's files or the warehouse, a restore
+of the checkpoint taken before brings every other person back exactly (the database's own values compared) and
+this one without name, e-mail, CPF or phone, and the audit log says when and by whom, never whom."""
+
+import io
+
+import dagster as dg
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from platform_assets.erasure import ERASURE_LOG, forget_customer
+from platform_assets.restoring import plan_restore, restore
+from platform_assets.runner import embedded_resources, last_days, run_graph
+from resources.subject_keys import SubjectKeys
+from tests.conftest import rows_as_stored
+from tests.test_checkpoints import drop
+
+KEY = "5e" * 32
+PERSONAL = ("name", "email", "cpf", "phone")
+
+
+def lake_bytes(lake) -> dict[str, bytes]:
+    """Every file of the lake; a readable Parquet file (compressed) also as the text of its decoded values."""
+    fs, root = lake.filesystem()
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                data = f.read()
+            if data.startswith(b"PAR1"):
+                data += repr(pq.read_table(io.BytesIO(data)).to_pylist()).encode()
+            found[info.path] = data
+    return found
+
+
+def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEGIS_CHECKPOINT_KEYS", f"k1*={KEY}")
+    resources = embedded_resources(tmp_path, 2000, pii_key="a-real-pii-secret-for-erasure")
+    resources["checkpoints"] = type(resources["checkpoints"])(lake=resources["lake"])  # the keyring of the env
+    db, lake, store, warehouse = (resources[k] for k in ("source_db", "lake", "checkpoints", "warehouse"))
+    day = last_days(1)[0]
+    with dg.instance_for_test() as instance:
+        run_graph(resources, [day], instance, checkpoint=True)
+        columns = ["id", "signup_date", *PERSONAL, "city", "state"]
+        before = rows_as_stored(db, "customers")
+        served = {r["customer_key"]: r for r in warehouse.query("SELECT * FROM serving.dim_customer").to_pylist()}
+        person = next(dict(zip(columns, r, strict=True)) for r in before
+                      if all(r[columns.index(c)] for c in PERSONAL) and r[0] in served)
+        masked = {v for k, v in served[person["id"]].items() if k.endswith("_hash") and v}
+        personal = {person[c] for c in PERSONAL} | masked
+        destroyed = SubjectKeys(lake).load("customers")[str(person["id"])]
+        manifest = store.manifest("customers", store.list("customers")[-1])
+        assert manifest["sealed"]["columns"] == list(PERSONAL) and manifest["encryption"]
+
+        result = forget_customer.execute_in_process(
+            resources=resources, instance=instance, tags={"dagster/user": "dpo@example.com"},
+            run_config={"ops": {"forget": {"config": {"customer_id": person["id"]}}}})
+        assert result.success
+        (audit,) = [e.materialization for e in result.get_asset_materialization_events()
+                    if e.asset_key == ERASURE_LOG]
+        meta = {k: v.value for k, v in audit.metadata.items()}
+        assert meta["by"] == "dpo@example.com" and meta["keys_destroyed"] == 1 and meta["checkpoints_covered"] >= 1
+        assert meta["rows_removed"]["silver/customers"] == 1 and meta["rows_removed"]["serving.dim_customer"] == 1
+        assert not personal & {str(v) for v in meta.values()} and "customer_id" not in meta
+
+    files = lake_bytes(lake)
+    leaked = [(path, value) for path, data in files.items() for value in personal if value.encode() in data]
+    assert not leaked, f"personal values still in the lake: {leaked[:3]}"
+    assert not any(key in data for key in destroyed for data in files.values()), "a destroyed key is still stored"
+    assert person["id"] not in warehouse.query("SELECT customer_key FROM serving.dim_customer")["customer_key"] \
+        .to_pylist()
+    for layer, table, column in (("silver", "customers", "id"), ("gold", "dim_customer", "customer_key")):
+        assert person["id"] not in lake.read_partition(layer, table, day)[column].to_pylist(), layer
+
+    drop(db, "customers")  # the checkpoint taken before the erasure, restored afterwards
+    outcome = restore(store, db, plan_restore(store, "customers"))
+    assert "1 erased" in outcome.fingerprint
+    after = rows_as_stored(db, "customers")
+    forgotten = tuple(None if c in PERSONAL else person[c] for c in columns)
+    assert sorted(after, key=repr) == sorted([r for r in before if r[0] != person["id"]] + [forgotten], key=repr)
+    assert not any(value in str(row) for row in after for value in personal)
+
+
+def test_without_an_erasure_a_sealed_checkpoint_restores_every_value_with_the_full_fingerprint(tmp_path):
+    resources = embedded_resources(tmp_path, 400)
+    db, store = resources["source_db"], resources["checkpoints"]
+    with dg.instance_for_test() as instance:
+        run_graph(resources, last_days(1), instance, checkpoint=True)
+    before = rows_as_stored(db, "customers")
+    manifest = store.manifest("customers", store.list("customers")[-1])
+    assert manifest["sealed"] and store.verify("customers", manifest["id"], "deep").ok
+    drop(db, "customers")
+    outcome = restore(store, db, plan_restore(store, "customers"))
+    assert outcome.fingerprint == manifest["fingerprint"]["value"] and rows_as_stored(db, "customers") == before
+
+
+@pytest.mark.parametrize("spec, says", [("customers:id", "is not `table:subject_column"),
+                                        ("customers:nope:email", "has no column nope")])
+def test_a_wrong_subject_configuration_is_a_clear_error(tmp_path, monkeypatch, spec, says):
+    from resources.subject_sealing import SealingError
+
+    resources = embedded_resources(tmp_path, 200)
+    with dg.instance_for_test() as instance:
+        run_graph(resources, last_days(1), instance, selection=dg.AssetSelection.assets(["source", "customers"]))
+    monkeypatch.setenv("AEGIS_SUBJECT_TABLES", spec)
+    with pytest.raises(SealingError, match=says):
+        resources["checkpoints"].write(resources["source_db"], "customers")
