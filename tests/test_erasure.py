@@ -107,3 +107,26 @@ def test_a_wrong_subject_configuration_is_a_clear_error(tmp_path, monkeypatch, s
     monkeypatch.setenv("AEGIS_SUBJECT_TABLES", spec)
     with pytest.raises(SealingError, match=says):
         resources["checkpoints"].write(resources["source_db"], "customers")
+
+
+def test_on_postgresql_a_destroyed_key_leaves_the_person_without_personal_values_and_the_rest_exact(
+        tmp_path, make_pg_database):
+    from resources import CheckpointStore, Lake, SourceDatabase
+    from tests.test_checkpoints import fill
+
+    db = SourceDatabase(url=make_pg_database("erasure"))
+    fill(db, rows=800, tables=["customers"])
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    manifest = store.write(db, "customers")
+    before = rows_as_stored(db, "customers")  # each row as the server prints it: t::text
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(db.parsed.location) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, (t.id, t.signup_date, NULL, NULL, NULL, NULL, t.city, t.state)::text, t::text "
+                    "FROM customers t WHERE email IS NOT NULL ORDER BY id LIMIT 1")
+        subject, erased_text, original_text = cur.fetchone()
+    assert SubjectKeys(store.lake).destroy("customers", str(subject)) == 1
+    drop(db, "customers")
+    outcome = restore(store, db, plan_restore(store, "customers", checkpoint_id=manifest["id"]))
+    assert "1 erased" in outcome.fingerprint
+    assert rows_as_stored(db, "customers") == sorted([r for r in before if r != original_text] + [erased_text])
