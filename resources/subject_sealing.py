@@ -27,12 +27,14 @@ class SealingError(ValueError):
 class Sealing:
     subject: str  # the column naming the person
     columns: tuple[str, ...]  # their personal columns (text)
+    strict: bool = True  # configured by the user: a missing or non-text column is an error
 
 
 def subject_tables(text: str | None = None) -> dict[str, Sealing]:
     """Table id -> its sealing, from `table:subject_column:col,col;…` (the default when unset; "none": none)."""
     text = os.environ.get(SUBJECTS_VAR) if text is None else text
-    text = DEFAULT_SUBJECTS if text is None or not text.strip() else text
+    strict = bool(text and text.strip())
+    text = text if strict else DEFAULT_SUBJECTS
     if text.strip().lower() == "none":
         return {}
     found = {}
@@ -40,8 +42,21 @@ def subject_tables(text: str | None = None) -> dict[str, Sealing]:
         parts = entry.split(":")
         if len(parts) != 3 or not all(parts) or not parts[2].strip(","):
             raise SealingError(f"{SUBJECTS_VAR}: {entry!r} is not `table:subject_column:personal,columns`")
-        found[parts[0]] = Sealing(parts[1], tuple(c.strip() for c in parts[2].split(",") if c.strip()))
+        found[parts[0]] = Sealing(parts[1], tuple(c.strip() for c in parts[2].split(",") if c.strip()), strict)
     return found
+
+
+def sealing_for(table: str, schema: pa.Schema) -> Sealing | None:
+    """How `table` is sealed, given its columns. The default (the platform's customers) applies only to the text
+    columns a table of that name has; a configured table must have them all (else SealingError)."""
+    sealing = subject_tables().get(table)
+    if sealing is None:
+        return None
+    if sealing.strict:
+        check_sealable(table, schema, sealing)
+        return sealing
+    kept = tuple(c for c in sealing.columns if c in schema.names and pa.types.is_string(schema.field(c).type))
+    return Sealing(sealing.subject, kept, False) if kept and sealing.subject in schema.names else None
 
 
 def check_sealable(table: str, schema: pa.Schema, sealing: Sealing) -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from resources import postgres_tables as pg
 from resources import sqlite_tables as lite
 from resources.adbc import adbc_connection
-from resources.subject_sealing import subject_tables
+from resources.subject_sealing import sealing_for
 from resources.table_refs import TableRef
 from resources.urls import ParsedUrl, absolute
 
@@ -87,7 +87,7 @@ def _capture_sqlite(parsed: ParsedUrl, refs: Sequence[TableRef]) -> Iterator[dic
                 raise UnknownTableError(f"table {ref.label!r} does not exist in the source database")
             cols = lite.columns(conn, ref, objects["table"])
             counted = _done(lite.fingerprint(conn, ref.sql, cols))
-            sealing = subject_tables().get(ref.id)
+            sealing = sealing_for(ref.id, lite.arrow_schema(cols))
             without = _done(lite.fingerprint(conn, ref.sql, [c for c in cols if c["name"] not in sealing.columns])
                             ) if sealing else None
             definition = {"kind": "sqlite", "table": ref.to_json(), "columns": cols, "objects": objects,
@@ -120,7 +120,8 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
             for ref in refs:
                 cols = plans[ref.id]
                 counted = helpers.submit(_fingerprint_in_snapshot, parsed, variable, snapshot_name, ref)
-                sealing = subject_tables().get(ref.id)
+                schema = _postgres_schema(conn, ref, cols)
+                sealing = sealing_for(ref.id, schema)
                 without = helpers.submit(_fingerprint_in_snapshot, parsed, variable, snapshot_name, ref,
                                          [c["name"] for c in cols if c["name"] not in sealing.columns]
                                          ) if sealing else None
@@ -129,7 +130,6 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
                               "sequences": pg.owned_sequences(conn, ref),
                               "referenced_by": pg.referenced_by(conn, ref),
                               "fingerprint_algorithm": pg.FINGERPRINT_ALGORITHM}
-                schema = _postgres_schema(conn, ref, cols)
                 captured[ref.id] = Captured(ref, definition, schema, counted,
                                             lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols), objects,
                                             without)
