@@ -69,6 +69,26 @@ def rows_as_stored(db: SourceDatabase, table: str) -> list:
         return [r[0] for r in cur.fetchall()]
 
 
+def lake_contents(lake: Lake) -> dict[str, bytes]:
+    """Every file of the lake (local or S3) as bytes; a readable Parquet file — compressed — also followed by the
+    text of its decoded values, so that a search for a value finds it there too."""
+    import io
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, root = lake.filesystem()
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                data = f.read()
+            if data.startswith(b"PAR1"):
+                data += repr(pq.read_table(io.BytesIO(data)).to_pylist()).encode()
+            found[info.path] = data
+    return found
+
+
 def schema_as_dumped(db: SourceDatabase, table_sql: str) -> list[str]:
     """A table's schema objects as the database describes them: `pg_dump --schema-only -t` (sorted lines,
     object order aside), or SQLite's `sqlite_master` entries and `sqlite_sequence` row."""

@@ -3,36 +3,19 @@ after forget_customer the person's personal values are nowhere in the lake's fil
 of the checkpoint taken before brings every other person back exactly (the database's own values compared) and
 this one without name, e-mail, CPF or phone, and the audit log says when and by whom, never whom."""
 
-import io
 
 import dagster as dg
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from platform_assets.erasure import ERASURE_LOG, forget_customer
 from platform_assets.restoring import plan_restore, restore
 from platform_assets.runner import embedded_resources, last_days, run_graph
 from resources.subject_keys import SubjectKeys
-from tests.conftest import rows_as_stored
+from tests.conftest import lake_contents, rows_as_stored
 from tests.test_checkpoints import drop
 
 KEY = "5e" * 32
 PERSONAL = ("name", "email", "cpf", "phone")
-
-
-def lake_bytes(lake) -> dict[str, bytes]:
-    """Every file of the lake; a readable Parquet file (compressed) also as the text of its decoded values."""
-    fs, root = lake.filesystem()
-    found = {}
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        if info.type == pafs.FileType.File:
-            with fs.open_input_stream(info.path) as f:
-                data = f.read()
-            if data.startswith(b"PAR1"):
-                data += repr(pq.read_table(io.BytesIO(data)).to_pylist()).encode()
-            found[info.path] = data
-    return found
 
 
 def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoints(tmp_path, monkeypatch):
@@ -65,7 +48,7 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
         assert meta["rows_removed"]["silver/customers"] == 1 and meta["rows_removed"]["serving.dim_customer"] == 1
         assert not personal & {str(v) for v in meta.values()} and "customer_id" not in meta
 
-    files = lake_bytes(lake)
+    files = lake_contents(lake)
     leaked = [(path, value) for path, data in files.items() for value in personal if value.encode() in data]
     assert not leaked, f"personal values still in the lake: {leaked[:3]}"
     assert not any(key in data for key in destroyed for data in files.values()), "a destroyed key is still stored"

@@ -4,15 +4,12 @@ platform left behind — the Dagster instance's storage (event log, runs, tags, 
 alerts posted, the doctor's output and every file of the lake — is searched for them. A second test logs a
 secret on purpose and sees the same scan catch it."""
 
-import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from platform_assets import bronze, recovery
@@ -28,7 +25,7 @@ from resources import (
 )
 from resources.macro_api import MacroSeriesApi
 from sensors.alerts import WEBHOOK_VAR, build_alert_sensor
-from tests.conftest import ROWS
+from tests.conftest import ROWS, lake_contents
 from tests.test_alerts import Webhook
 from tests.test_checkpoints import drop
 
@@ -43,20 +40,6 @@ def with_password(url: str) -> str:
 
 def files_under(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def lake_files(lake: Lake) -> dict[str, bytes]:
-    """Every file of the lake; a readable (compressed) Parquet file also as the text of its values."""
-    fs, root = lake.filesystem()
-    found = {}
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        if info.type == pafs.FileType.File:
-            with fs.open_input_stream(info.path) as f:
-                data = f.read()
-            if data.startswith(b"PAR1"):
-                data += repr(pq.read_table(io.BytesIO(data)).to_pylist()).encode()
-            found[info.path] = data
-    return found
 
 
 def leaks(secrets: list[str], places: dict[str, bytes | str]) -> list[str]:
@@ -111,7 +94,7 @@ def test_no_secret_in_the_event_log_compute_logs_tags_metadata_alerts_doctor_or_
                                                          "DAGSTER_HOME": str(home),
                                                          "AWS_ENDPOINT_URL": s3_env.endpoint})
     assert "OK    lake" in doctor.stdout, doctor.stdout + doctor.stderr
-    places = {**files_under(home), **lake_files(lake), "runs and tags": runs, "event log": events,
+    places = {**files_under(home), **lake_contents(lake), "runs and tags": runs, "event log": events,
               "alerts": repr(webhook.received) + repr(ticked.skip_message), "doctor": doctor.stdout + doctor.stderr}
     assert len(places) > 50
     assert not leaks(secrets, places), leaks(secrets, places)
