@@ -49,10 +49,10 @@ demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
 
-doctor: install  ## one line per backend and setting (.env, the environment winning): OK / WARN / FAIL; exit 1 on FAIL
+doctor: install env .dagster_home/dagster.yaml  ## one line per backend and setting (.env, the environment winning): OK / WARN / FAIL; exit 1 on FAIL
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.doctor
 
-metrics: install  ## Prometheus/OpenMetrics on http://$(HOST):$(METRICS_PORT)/metrics (scrape config: README)
+metrics: install env .dagster_home/dagster.yaml  ## Prometheus/OpenMetrics on http://$(HOST):$(METRICS_PORT)/metrics (scrape config: README)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.metrics --host $(HOST) --port $(METRICS_PORT)
 
 migrate-lake: install env  ## convert a lake written before Delta Lake (a _commit.json per partition); nothing is deleted

@@ -89,6 +89,10 @@ def _dagster() -> Iterator[Finding]:
         yield Finding(WARN, "dagster storage", "DAGSTER_HOME is not set: runs and history would not be kept",
                       "set DAGSTER_HOME to a directory with a dagster.yaml (make up uses .dagster_home)")
         return
+    if not os.path.isdir(home):
+        yield Finding(FAIL, "dagster storage", f"DAGSTER_HOME={home} is not a directory",
+                      "create it with a dagster.yaml (make up creates .dagster_home from docker/dagster.local.yaml)")
+        return
     import dagster as dg
 
     with dg.DagsterInstance.from_config(home) as instance:
