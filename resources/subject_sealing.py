@@ -9,6 +9,7 @@ unreadable without rewriting any checkpoint; on restore they come back as NULL a
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -69,12 +70,17 @@ def check_sealable(table: str, schema: pa.Schema, sealing: Sealing) -> None:
                                "columns are sealed per person")
 
 
+SEALED = "_aegis_sealed"  # the stored column holding a row's personal values, sealed together
+
+
 def sealed_schema(schema: pa.Schema, sealing: Sealing) -> pa.Schema:
-    return pa.schema([pa.field(f.name, pa.binary()) if f.name in sealing.columns else f for f in schema])
+    """As stored: the other columns as they are, the personal ones together in one binary column (one nonce and
+    one tag per row, not per value: half the bytes)."""
+    return pa.schema([*(f for f in schema if f.name not in sealing.columns), pa.field(SEALED, pa.binary())])
 
 
-def _aad(table: str, column: str, subject: str) -> bytes:
-    return f"{table}/{column}/{subject}".encode()
+def _aad(table: str, subject: str) -> bytes:
+    return f"{table}/{subject}".encode()
 
 
 def subjects_of(batch: pa.RecordBatch, sealing: Sealing) -> list[str | None]:
@@ -82,59 +88,53 @@ def subjects_of(batch: pa.RecordBatch, sealing: Sealing) -> list[str | None]:
 
 
 def seal_batch(batch: pa.RecordBatch, table: str, sealing: Sealing, keys: dict[str, bytes]) -> pa.RecordBatch:
-    """Each personal value encrypted with its person's key (a row without a person keeps NULL there)."""
+    """Each row's personal values, as JSON, encrypted with its person's key (a row naming no person: kept plain)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     subjects = subjects_of(batch, sealing)
     ciphers = {s: AESGCM(keys[s]) for s in set(subjects) if s is not None}
-    arrays = []
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        if field.name not in sealing.columns:
-            arrays.append(column)
+    values = zip(*(batch.column(c).to_pylist() for c in sealing.columns), strict=True)
+    sealed = []
+    for subject, row in zip(subjects, values, strict=True):
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+        if subject is None:
+            sealed.append(b"\x00" + text)
             continue
-        sealed = []
-        for subject, value in zip(subjects, column.to_pylist(), strict=True):
-            if value is None or subject is None:
-                sealed.append(None if value is None else b"\x00" + value.encode())  # no person: kept as is
-                continue
-            nonce = os.urandom(_NONCE)
-            sealed.append(b"\x01" + nonce + ciphers[subject].encrypt(nonce, value.encode(),
-                                                                     _aad(table, field.name, subject)))
-        arrays.append(pa.array(sealed, pa.binary()))
-    return pa.RecordBatch.from_arrays(arrays, schema=sealed_schema(batch.schema, sealing))
+        nonce = os.urandom(_NONCE)
+        sealed.append(b"\x01" + nonce + ciphers[subject].encrypt(nonce, text, _aad(table, subject)))
+    kept = [batch.column(f.name) for f in batch.schema if f.name not in sealing.columns]
+    return pa.RecordBatch.from_arrays([*kept, pa.array(sealed, pa.binary())], schema=sealed_schema(batch.schema,
+                                                                                                  sealing))
 
 
 def unseal_batch(batch: pa.RecordBatch, table: str, sealing: Sealing, keys: dict[str, list[bytes]],
                  schema: pa.Schema) -> tuple[pa.RecordBatch, int]:
-    """The original values; a person whose key was destroyed gets NULL. Returns the batch and how many of its
-    rows belonged to such a person. A value no key of its person opens is an error (tampering, a lost key)."""
+    """The original columns; a person whose keys were destroyed gets NULL personal values. Returns the batch and
+    how many of its rows belonged to such a person. A row no key of its person opens is an error (tampering)."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     subjects = subjects_of(batch, sealing)
-    erased = sum(1 for s in subjects if s is not None and s not in keys)
-    arrays = []
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        if field.name not in sealing.columns:
-            arrays.append(column)
+    erased, rows = 0, []
+    for subject, blob in zip(subjects, batch.column(SEALED).to_pylist(), strict=True):
+        if blob[:1] == b"\x00":
+            rows.append(json.loads(blob[1:]))
             continue
-        plain = []
-        for subject, blob in zip(subjects, column.to_pylist(), strict=True):
-            if blob is None or blob[:1] == b"\x00":
-                plain.append(None if blob is None else blob[1:].decode())
+        if subject not in keys:
+            erased += 1
+            rows.append([None] * len(sealing.columns))  # erased: the key is gone
+            continue
+        nonce, body = blob[1:1 + _NONCE], blob[1 + _NONCE:]
+        for key in keys[subject]:
+            try:
+                rows.append(json.loads(AESGCM(key).decrypt(nonce, body, _aad(table, subject))))
+                break
+            except InvalidTag:
                 continue
-            if subject not in keys:
-                plain.append(None)  # erased: the key is gone
-                continue
-            nonce, body = blob[1:1 + _NONCE], blob[1 + _NONCE:]
-            for key in keys[subject]:
-                try:
-                    plain.append(AESGCM(key).decrypt(nonce, body, _aad(table, field.name, subject)).decode())
-                    break
-                except InvalidTag:
-                    continue
-            else:
-                raise SealingError(f"{table}.{field.name} of person {subject}: no key of theirs opens it "
-                                   "(tampered, or a key was lost)")
-        arrays.append(pa.array(plain, schema.field(field.name).type))
+        else:
+            raise SealingError(f"{table}: the personal values of person {subject} open with no key of theirs "
+                               "(tampered, or a key was lost)")
+    personal = dict(zip(sealing.columns, zip(*rows, strict=True), strict=True)) if rows else {}
+    arrays = [pa.array(personal.get(f.name, ()), f.type) if f.name in sealing.columns else batch.column(f.name)
+              for f in schema]
     return pa.RecordBatch.from_arrays(arrays, schema=schema), erased
