@@ -5,7 +5,8 @@
   writes, no CREATE in any schema, no temporary tables, no other schema, no BYPASSRLS.
 - A writer role (`AEGIS_WRITER_ROLE`, default `aegis_writer`) that owns the serving tables; the platform
   publishes as it (`SET LOCAL ROLE`, warehouse.py) when its login is a member.
-- Row-level security on every serving table: a policy (for everyone but the owner) lets a user see the rows of
+- Row-level security on every serving table: a policy (for everyone but the writer role and its members — the
+  platform's own login, reading serving for its reports and checks) lets a user see the rows of
   the institutions, states or categories `AEGIS_ROW_ACCESS` maps it (or a role it belongs to) to; tables with no
   such column are visible to any mapped user; an unmapped user sees nothing. The mapping lives in
   `aegis_security.row_access`, rewritten from the configuration, readable only through a SECURITY DEFINER
@@ -113,8 +114,8 @@ def setup_statements(database: str, schema: str, bi: str, writer: str, platform_
         t = f"{s}.{quote(check_identifier(table, 'table name'))}"
         out += [f"ALTER TABLE {t} OWNER TO {w}", f"REVOKE ALL ON {t} FROM PUBLIC, {b}", f"GRANT SELECT ON {t} TO {b}",
                 f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY", f"DROP POLICY IF EXISTS aegis_rows ON {t}",
-                f"CREATE POLICY aegis_rows ON {t} FOR SELECT TO PUBLIC "
-                f"USING ({policy_expression(table, columns, schema)})"]
+                f"CREATE POLICY aegis_rows ON {t} FOR SELECT TO PUBLIC USING (pg_catalog.pg_has_role(current_user, "
+                f"{_literal(writer)}, 'MEMBER') OR {policy_expression(table, columns, schema)})"]
     out += [f"ALTER DEFAULT PRIVILEGES FOR ROLE {w} IN SCHEMA {s} GRANT SELECT ON TABLES TO {b}"]
     return out
 

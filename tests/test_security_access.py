@@ -15,6 +15,7 @@ from resources import Warehouse
 TAG = uuid.uuid4().hex[:6]
 BI, WRITER = f"aegis_bi_t{TAG}", f"aegis_writer_t{TAG}"
 RJ, NONE, ALL = f"bi_rj_{TAG}", f"bi_none_{TAG}", f"bi_all_{TAG}"
+PLATFORM = f"platform_{TAG}"  # the platform's own login in production: no superuser, a member of the writer role
 
 
 def sql(url: str, statement: str) -> list[tuple]:
@@ -59,11 +60,12 @@ def secured(production_world, postgres_admin, monkeypatch_module):
     assert result.success
     for user in (RJ, NONE, ALL):
         sql(url, f'CREATE ROLE "{user}" LOGIN IN ROLE "{BI}"')
+    sql(url, f'CREATE ROLE "{PLATFORM}" LOGIN IN ROLE "{WRITER}"')
     sql(url, "CREATE TABLE public.staging_sales AS SELECT 1 AS id")
     yield url, warehouse, institution, production_world
     with pg.connect(postgres_admin, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        for role in (RJ, NONE, ALL, BI, WRITER):
+        for role in (RJ, NONE, ALL, PLATFORM, BI, WRITER):
             cur.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
@@ -131,6 +133,19 @@ def test_the_platform_still_publishes_and_a_new_table_shows_bi_nothing_until_sec
     dg.materialize([security.warehouse_access], resources={"warehouse": warehouse})
     assert count(as_user(url, ALL), "brand_new") == count(url, "brand_new")
     sql(url, "DROP TABLE serving.brand_new")
+
+
+def test_the_platform_login_without_superuser_reads_everything_and_publishes_as_the_writer(secured):
+    url, _, _, world = secured
+    mine = as_user(url, PLATFORM)
+    for spec in SERVED_TABLES:
+        assert count(mine, spec.name) == count(url, spec.name), spec.name  # reports and checks see every row
+    platform = Warehouse(url=mine, writer_role=WRITER)
+    day = world.days[-1]
+    platform.publish_partition("fact_sales", world.warehouse.read("fact_sales", "day", day, day), "day", day)
+    platform.upsert("dim_product", world.warehouse.query("SELECT * FROM serving.dim_product"), ["product_key"])
+    assert platform.erase("dim_customer", "customer_key", -12345) == 0
+    assert "permission denied" in refused(mine, "CREATE TABLE public.mine (a int)")
 
 
 def test_the_posture_check_fires_when_the_bi_role_can_write(secured):
