@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ RPO = dt.timedelta(hours=1)  # checkpoints_hourly
 DEFAULTS = {"AEGIS_SOURCE_URL": "sqlite:///data/source.db", "AEGIS_LAKE_URL": "file://data/lake",
             "AEGIS_WAREHOUSE_URL": "duckdb:///data/warehouse.duckdb"}
 MIN_FREE_BYTES, LOW_FREE_SHARE = 1 << 30, 0.10
+PROBE_SECONDS = 45
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,28 @@ def setting(name: str) -> str:
     return os.environ.get(name) or DEFAULTS.get(name, "")
 
 
-def _guarded(check: str, variable: str, probe: Callable[[], Iterator[Finding]]) -> Iterator[Finding]:
-    """Run a probe; any error becomes one FAIL naming the variable (and the error, redacted)."""
-    try:
-        yield from probe()
-    except Exception as exc:  # noqa: BLE001 - a doctor reports every failure, whatever it is
-        message = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
-        shown = f"{variable}={redact(setting(variable))}" if variable.endswith("_URL") else variable  # never a key
-        yield Finding(FAIL, check, f"{shown}: {message}",
-                      f"check {variable} and that the server it names is up and reachable")
+def _guarded(check: str, variable: str, probe: Callable[[], Iterator[Finding]]) -> list[Finding]:
+    """Run a probe for at most PROBE_SECONDS; an error or no answer becomes one FAIL naming the variable (and the
+    error, redacted). A probe that hangs is left behind on a daemon thread: the doctor still ends."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(list(probe()))
+        except Exception as exc:  # noqa: BLE001 - a doctor reports every failure, whatever it is
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(PROBE_SECONDS)
+    shown = f"{variable}={redact(setting(variable))}" if variable.endswith("_URL") else variable  # never a key
+    fix = f"check {variable} and that the server it names is up and reachable"
+    if not outcome:
+        return [Finding(FAIL, check, f"{shown}: no answer within {PROBE_SECONDS} s", fix)]
+    if isinstance(outcome[0], Exception):
+        exc = outcome[0]
+        return [Finding(FAIL, check, f"{shown}: {redact(f'{type(exc).__name__}: {exc}'.splitlines()[0])[:300]}", fix)]
+    return outcome[0]
 
 
 def _source() -> Iterator[Finding]:
@@ -152,7 +167,6 @@ def macro_api() -> MacroSeriesApi:
 
 def _macro_api() -> Iterator[Finding]:
     api = macro_api()
-    breaker = api.breaker_status()
     today = dt.date.today()
     url = api.url(432, today - dt.timedelta(days=7), today)  # validates the URL; not counted by the breaker
     variable = f"{MacroSeriesApi.ENV_VAR}={api.display}"
@@ -165,10 +179,16 @@ def _macro_api() -> Iterator[Finding]:
                       "last real answer (macro_data_is_fresh WARNs)", "check the URL, or the network to it")
     else:
         yield Finding(OK, "macro API", f"{variable} answers")
+
+
+def _macro_breaker() -> Iterator[Finding]:
+    breaker = macro_api().breaker_status()  # kept in the lake
     state = f"circuit breaker {breaker['state']} ({breaker['failures']}/{breaker['fail_max']} failures)"
-    yield Finding(WARN if breaker["state"] != "closed" else OK, "macro API breaker", state,
-                  "it closes by itself after a successful probe once the API is back" if breaker["state"] != "closed"
-                  else "")
+    if breaker["state"] != "closed":
+        yield Finding(WARN, "macro API breaker", state, "it closes by itself after a successful probe once the "
+                      "API is back")
+    else:
+        yield Finding(OK, "macro API breaker", state)
 
 
 def _checkpoint_key() -> Iterator[Finding]:
@@ -197,6 +217,15 @@ def run_all() -> list[Finding]:
     probes = [("source database", "AEGIS_SOURCE_URL", _source), ("lake", "AEGIS_LAKE_URL", _lake),
               ("warehouse", "AEGIS_WAREHOUSE_URL", _warehouse), ("dagster storage", "DAGSTER_HOME", _dagster),
               ("checkpoints", "AEGIS_LAKE_URL", _checkpoints), ("macro API", MacroSeriesApi.ENV_VAR, _macro_api),
+              ("macro API breaker", "AEGIS_LAKE_URL", _macro_breaker),
               ("checkpoint encryption", RING_VAR, _checkpoint_key),
               ("PII key", "AEGIS_PII_KEY", _pii_key)]
-    return [finding for check, variable, probe in probes for finding in _guarded(check, variable, probe)]
+    findings, failed = [], set()
+    for check, variable, probe in probes:
+        if variable in failed:  # the checkpoints need the lake: said once, not waited for twice
+            findings.append(Finding(FAIL, check, f"not checked: {variable} failed above"))
+            continue
+        found = _guarded(check, variable, probe)
+        failed |= {variable} if any(f.status == FAIL and f.detail.startswith(variable) for f in found) else set()
+        findings += found
+    return findings
