@@ -39,21 +39,34 @@ class AegisCollector(Collector):
         self.instance = instance
 
     def collect(self) -> Iterator:
+        """Every section on its own: one that cannot be read (a backend down) is counted in
+        aegis_scrape_errors{section} and the others are still served."""
         from platform_assets.protected import resolve
 
-        lake = Lake(url=setting("AEGIS_LAKE_URL"))
         tables = [t.id for t in resolve(setting("AEGIS_SOURCE_URL"))[0].tables]
+        sections = [("checkpoints", lambda: self._ages(tables)), ("breaker", self._breaker)]
+        if self.instance is not None:
+            sections += [("restores", lambda: self._restores(tables)), ("checks", self._checks),
+                         ("macro", self._macro)]
+        errors = GaugeMetricFamily("aegis_scrape_errors", "1 when a section could not be read at this scrape",
+                                   labels=["section"])
+        for name, section in sections:
+            try:
+                families = list(section())
+            except Exception:  # noqa: BLE001 - a scrape reports what it can read
+                errors.add_metric([name], 1.0)
+                continue
+            errors.add_metric([name], 0.0)
+            yield from families
+        yield errors
+
+    def _ages(self, tables: list[str]) -> Iterator:
         ages = GaugeMetricFamily("aegis_checkpoint_age_seconds", "Age of the newest verified checkpoint (+Inf: none)",
                                  labels=["table"])
-        store = CheckpointStore(lake=lake, encryption_key="")
+        store = CheckpointStore(lake=Lake(url=setting("AEGIS_LAKE_URL")), encryption_key="")
         for table, age in checkpoint_ages(store, tables).items():
             ages.add_metric([table], age.total_seconds() if age is not None else math.inf)
         yield ages
-        yield from self._breaker()
-        if self.instance is not None:
-            yield from self._restores(tables)
-            yield from self._checks()
-            yield from self._macro()
 
     def _breaker(self) -> Iterator:
         status = macro_api().breaker_status()
