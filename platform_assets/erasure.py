@@ -40,6 +40,9 @@ def forget(context: dg.OpExecutionContext, config: ForgetConfig, lake: Lake, war
                for layer, table, column in PLACES}
     if warehouse.has_table("dim_customer"):
         removed["serving.dim_customer"] = warehouse.erase("dim_customer", "customer_key", config.customer_id)
+    if not keys and not any(removed.values()):
+        raise dg.Failure(f"customer {config.customer_id}: no key and no row of them anywhere (an unknown id, or "
+                         "already forgotten); nothing was changed", allow_retries=False)
     kept = checkpoints.list(TABLE)
     legacy = [c for c in kept if not checkpoints.manifest(TABLE, c).get("sealed")]
     record = {"erasure_id": uuid.uuid4().hex[:12], "at (UTC)": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),

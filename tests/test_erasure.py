@@ -48,6 +48,12 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
         assert meta["rows_removed"]["silver/customers"] == 1 and meta["rows_removed"]["serving.dim_customer"] == 1
         assert not personal & {str(v) for v in meta.values()} and "customer_id" not in meta
 
+        again = forget_customer.execute_in_process(
+            resources=resources, instance=instance, raise_on_error=False,
+            run_config={"ops": {"forget": {"config": {"customer_id": person["id"]}}}})
+        assert not again.success and "unknown id, or already forgotten" in str(
+            again.get_step_failure_events()[0].step_failure_data.error)
+
     files = lake_contents(lake)
     leaked = [(path, value) for path, data in files.items() for value in personal if value.encode() in data]
     assert not leaked, f"personal values still in the lake: {leaked[:3]}"
