@@ -169,7 +169,7 @@ def test_an_outage_falls_back_to_the_last_real_answer_warns_alerts_once_and_the_
     started = time.monotonic()
     again = flow.run(down, LATER)  # a later run while open: no request at all, fails fast, falls back again
     assert again.success and "circuit breaker open" in _check(again, "macro_data_is_fresh").description
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0, "no retries, no timeouts while open"
 
     time.sleep(1.6)  # the reset timeout passes; the API is back
     back = Scripted((200, IPCA, {}, 0.0), (200, SELIC, {}, 0.0))
