@@ -13,10 +13,7 @@ table are serialised (each lake writer then runs in the Dagster pool `lake_<laye
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -29,43 +26,18 @@ from resources import delta_maintenance as maintenance
 from resources import delta_tables as delta
 from resources.delta_tables import LakeWriteConflict, PartitionNotFoundError, PartitionVersion, TimeTravelError
 from resources.identifiers import check_day, check_identifier, check_lake_layer
+from resources.lake_files import LakeFiles, LakeUnreachableError, reachable
 from resources.lake_settings import DEFAULT_RETENTION_HOURS, check_conditional_writes
 from resources.urls import ConfigurationError, ParsedUrl, absolute, parse_url
 
 SCHEMES = {"file": "file://relative/dir or file:///absolute/dir", "s3": "s3://bucket/prefix"}
 LEGACY_COMMIT_FILE = "_commit.json"  # the lake's own commit file before Delta Lake (see lake_migration.py)
-ANSI = re.compile(r"\x1b\[[0-9;]*m|↳")  # delta-rs colours its error chains
 __all__ = ["Lake", "LakeUnreachableError", "LakeWriteConflict", "LegacyLakeError", "PartitionNotFoundError",
            "PartitionVersion", "TimeTravelError", "WriteStats"]
 
 
 class LegacyLakeError(RuntimeError):
     """A table of the lake is still in the pre-Delta layout; the message says how to convert it."""
-
-
-class LakeUnreachableError(ConnectionError):
-    """The object store behind the lake did not answer; the message names the variable."""
-
-
-def _reachable(method):
-    """Turn the S3 client's network errors into one that names AEGIS_LAKE_URL and the endpoint."""
-
-    @functools.wraps(method)
-    def wrapper(self: Lake, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except OSError as exc:
-            text = str(exc)
-            if not any(sign in text for sign in ("NETWORK_CONNECTION", "curlCode", "error sending request",
-                                                 "Connection refused", "dns error", "tcp connect")):
-                raise
-            endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-            raise LakeUnreachableError(
-                f"{self.ENV_VAR}={self.parsed.display}: cannot reach the object store at {endpoint}: "
-                f"{' '.join(re.sub(ANSI, '', text).split('Details:')[-1].split())[-300:]}"
-            ) from None
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -77,7 +49,7 @@ class WriteStats:
     version: int | None = None  # the Delta version that holds the partition as written
 
 
-class Lake(dg.ConfigurableResource):
+class Lake(LakeFiles, dg.ConfigurableResource):
     """The data lake: Delta tables per layer/table, partitioned by day, on a local disk (`file://`) or S3."""
 
     url: str
@@ -153,7 +125,7 @@ class Lake(dg.ConfigurableResource):
                 "partition), not a Delta table. Convert the lake once with `make migrate-lake` (python -m "
                 "resources.lake_migration; it keeps every committed row and sets the rest aside), then re-run.")
 
-    @_reachable
+    @reachable
     def write_partition(self, layer: str, table: str, partition: str,
                         data: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema,
                         run_id: str | None = None, facts: dict[str, int] | None = None) -> WriteStats:
@@ -177,7 +149,7 @@ class Lake(dg.ConfigurableResource):
                           files=len(files), path=self._display(self.partition_dir(layer, table, partition)),
                           version=version)
 
-    @_reachable
+    @reachable
     def read_partition(self, layer: str, table: str, partition: str, columns: list[str] | None = None,
                        version: int | None = None) -> pa.Table:
         """The day's rows as one Arrow table (newest version, or `version`)."""
@@ -190,12 +162,12 @@ class Lake(dg.ConfigurableResource):
                 self._refuse_legacy(layer, table)
             raise
 
-    @_reachable
+    @reachable
     def read_days(self, layer: str, table: str, first: str, last: str, columns: list[str] | None = None) -> pa.Table:
         """The rows of every day in [first, last] (with their `date`), newest version; the table must exist."""
         return delta.read_days(self.location(layer, table), first, last, columns)
 
-    @_reachable
+    @reachable
     def partition_stats(self, layer: str, table: str, partition: str) -> WriteStats:
         loc = self.location(layer, table)
         existing = delta.open_table(loc)
@@ -203,50 +175,50 @@ class Lake(dg.ConfigurableResource):
             self.read_partition(layer, table, partition)  # raises the clear error
         return self._stats(loc, layer, table, partition, existing.version())
 
-    @_reachable
+    @reachable
     def versions(self, layer: str, table: str, partition: str, limit: int = 10,
                  depth: int = delta.RECENT_DEPTH) -> list[PartitionVersion]:
         """The newest versions that wrote the day (among the table's last `depth` commits), newest first."""
         return delta.partition_versions(self.location(layer, table), check_day(partition), limit, depth)
 
-    @_reachable
+    @reachable
     def restore_partition(self, layer: str, table: str, partition: str, version: int,
                           run_id: str | None = None) -> WriteStats:
         loc = self.location(layer, table)
         new_version, rows = delta.restore_partition(loc, check_day(partition), version, run_id)
         return self._stats(loc, layer, table, partition, new_version, rows)
 
-    @_reachable
+    @reachable
     def restore_table(self, layer: str, table: str, version: int) -> dict:
         return delta.restore_table(self.location(layer, table), version)
 
-    @_reachable
+    @reachable
     def damaged_partitions(self, layer: str, table: str) -> list[maintenance.Damage]:
         fs, _ = self.filesystem()
         return maintenance.damaged_partitions(self.location(layer, table), fs, self.table_root(layer, table))
 
-    @_reachable
+    @reachable
     def partition_intact(self, layer: str, table: str, partition: str, version: int) -> bool:
         fs, _ = self.filesystem()
         return maintenance.intact_at(self.location(layer, table), fs, self.table_root(layer, table), partition,
                                      version)
 
-    @_reachable
+    @reachable
     def stored(self, layer: str, table: str) -> maintenance.StoredFiles:
         """Every data file stored under the table (any version's, or no version's) and their bytes."""
         fs, _ = self.filesystem()
         sizes = maintenance.stored_files(fs, self.table_root(layer, table))
         return maintenance.StoredFiles(len(sizes), sum(sizes.values()))
 
-    @_reachable
+    @reachable
     def referenced(self, layer: str, table: str) -> maintenance.StoredFiles:
         return maintenance.referenced(self.location(layer, table))
 
-    @_reachable
+    @reachable
     def compact(self, layer: str, table: str) -> dict:
         return maintenance.compact(self.location(layer, table))
 
-    @_reachable
+    @reachable
     def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> list[str]:
         return maintenance.vacuum(self.location(layer, table),
                                   self.retention_hours if retention_hours is None else retention_hours)
@@ -254,62 +226,3 @@ class Lake(dg.ConfigurableResource):
     def _check_conditional_writes(self) -> None:
         if not self.is_local:
             check_conditional_writes(self.ENV_VAR, self.parsed.display, self.parsed.location, self.endpoint_url)
-
-    @_reachable
-    def write_bytes(self, layer: str, table: str, partition: str, name: str, data: bytes) -> str:
-        """A small file (a report, an image) beside a partition; returns where it went."""
-        fs, _ = self.filesystem()
-        directory = self.partition_dir(layer, table, partition)
-        _ensure_dir(fs, directory)
-        path = f"{directory}/{_file_name(name)}"
-        self._write_atomic(fs, path, data)
-        return self._display(path)
-
-    @_reachable
-    def read_bytes(self, layer: str, table: str, partition: str, name: str) -> bytes:
-        fs, _ = self.filesystem()
-        with fs.open_input_stream(f"{self.partition_dir(layer, table, partition)}/{_file_name(name)}") as f:
-            return f.read()
-
-    def delete_files(self, uris: Iterable[str]) -> None:
-        """Delete files named as Delta names them (a local path, file:// or s3:// URI)."""
-        fs, _ = self.filesystem()
-        for uri in uris:
-            path = uri.removeprefix("file://").removeprefix("s3://")
-            try:
-                fs.delete_file(path)
-            except FileNotFoundError:
-                pass
-
-    def write_file(self, path: str, data: bytes) -> None:
-        """Write a whole file at a path of this lake's file system, all or nothing."""
-        fs, _ = self.filesystem()
-        if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._write_atomic(fs, path, data)
-
-    def _write_atomic(self, fs: pafs.FileSystem, path: str, data: bytes) -> None:
-        """Local: write a temporary file then rename. S3: a single PUT is already all-or-nothing."""
-        if self.is_local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            with fs.open_output_stream(path) as f:
-                f.write(data)
-
-
-def _file_name(name: str) -> str:
-    stem, dot, ext = name.rpartition(".")
-    check_identifier(stem if dot else name, "file name")
-    if dot and not ext.isalnum():
-        raise ValueError(f"invalid file name {name!r}")
-    return name
-
-
-def _ensure_dir(fs: pafs.FileSystem, directory: str) -> None:
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(directory, recursive=True)
