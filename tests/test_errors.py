@@ -42,9 +42,19 @@ def test_unreachable_warehouse_names_its_variable():
         Warehouse(url="postgresql://127.0.0.1:1/serving").read("fact_sales", "day", "2026-01-01", "2026-01-02")
 
 
-def test_unreachable_s3_names_the_lake_variable_and_endpoint():
+def test_unreachable_s3_names_the_lake_variable_and_endpoint(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "something")
     lake = Lake(url="s3://aegis-lake/prod", endpoint_url="http://127.0.0.1:1")
     with pytest.raises(LakeUnreachableError, match=r"AEGIS_LAKE_URL=s3://aegis-lake/prod.*127\.0\.0\.1:1"):
+        lake.read_partition("bronze", "sales", "2026-01-01")
+
+
+def test_s3_without_credentials_says_so(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    lake = Lake(url="s3://aegis-lake/prod", endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(LakeUnreachableError, match=r"AEGIS_LAKE_URL=s3://aegis-lake/prod: no S3 credentials"):
         lake.read_partition("bronze", "sales", "2026-01-01")
 
 
