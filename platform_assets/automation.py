@@ -2,7 +2,8 @@
 sensor (RUNNING by default), instead of clock schedules.
 
 - The source systems are read at 08:00 and 20:00 UTC (the evening run picks up late rows): source and bronze
-  run on that clock — bronze also as soon as a source day is (re)delivered.
+  run on that clock — bronze also as soon as a source day is (re)delivered; the macro series (an external API)
+  on that clock too, and as soon as the latest day is missing.
 - Every later layer (silver + quarantine, gold, serving, reports) runs as soon as its day's upstream was
   updated and every blocking check of that upstream passed, so the documented rhythm (silver and gold by
   22:00, serving by 23:00) is the latest time by which each happens, not a wait. A day whose upstream failed a
@@ -18,6 +19,8 @@ INGEST_CRON = "0 8,20 * * *"
 INTERVAL_VAR = "AEGIS_AUTOMATION_INTERVAL_SECONDS"
 
 source_condition = dg.AutomationCondition.on_cron(INGEST_CRON, "UTC")
+# an external source (the macro series): on the same clock, and as soon as the latest day is missing
+external_condition = source_condition | dg.AutomationCondition.on_missing()
 ingest_condition = dg.AutomationCondition.on_cron(INGEST_CRON, "UTC") | dg.AutomationCondition.eager()
 downstream_condition = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pyarrow as pa
 
 from platform_assets import gates
-from platform_assets.automation import downstream_condition, source_condition
+from platform_assets.automation import downstream_condition, external_condition
 from platform_assets.gold import SALES_VS_INFLATION
 from platform_assets.inflation import periods
 from platform_assets.lake_writes import lake_metadata, retried_on_conflict
@@ -87,7 +87,7 @@ def _series(context: dg.AssetExecutionContext, lake: Lake, api: MacroSeriesApi, 
 
 
 @dg.asset(key=BRONZE, group_name="bronze", partitions_def=daily, kinds={"delta", "http"},
-          automation_condition=source_condition, pool=writer_pool("bronze", NAME),
+          automation_condition=external_condition, pool=writer_pool("bronze", NAME),
           description="Bronze: IPCA (SGS 433) and the Selic target (432) for the day's month and the 13 before, "
           "from the central bank's API (AEGIS_MACRO_API_URL): every value as the API sent it, the body kept as "
           "received, with URL, status, attempts and latency. When the API is unavailable, the newest earlier "
