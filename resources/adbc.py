@@ -11,9 +11,14 @@ import adbc_driver_manager.dbapi as dbapi
 
 from resources.urls import ParsedUrl, absolute
 
+CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: a server that does not answer is an error, not a hang (unless set)
+
 
 class DatabaseUnreachableError(ConnectionError):
     """The configured database could not be opened; the message names the variable."""
+
+
+OUTAGE_ERRORS = (ConnectionError, OSError, adbc_driver_manager.Error)  # a server that went away mid-query too
 
 
 @contextmanager
@@ -33,7 +38,7 @@ def adbc_connection(parsed: ParsedUrl, variable: str) -> Iterator[dbapi.Connecti
         else:
             import adbc_driver_postgresql.dbapi as postgresql
 
-            conn = postgresql.connect(parsed.location)
+            conn = postgresql.connect(with_connect_timeout(parsed.location))
     except adbc_driver_manager.Error as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatabaseUnreachableError(f"{variable}={parsed.display}: cannot connect: {reason}") from None
@@ -45,3 +50,11 @@ def adbc_connection(parsed: ParsedUrl, variable: str) -> Iterator[dbapi.Connecti
         except adbc_driver_manager.Error:
             pass
         conn.close()
+
+
+def with_connect_timeout(location: str, seconds: int = CONNECT_TIMEOUT_SECONDS) -> str:
+    """A PostgreSQL URL that gives up connecting after `seconds` (libpq waits forever by default), unless the URL
+    sets its own connect_timeout."""
+    if "connect_timeout=" in location:
+        return location
+    return f"{location}{'&' if '?' in location else '?'}connect_timeout={seconds}"

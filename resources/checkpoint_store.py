@@ -203,17 +203,20 @@ class CheckpointStore(CheckpointVerification, CheckpointHousekeeping, Checkpoint
         return sorted(found)
 
     def list(self, table: str) -> list[str]:
-        """Complete checkpoints of `table` (those with a manifest), oldest first."""
-        ids = []
-        for info in self._list_dir(self._dir(table)):
-            if info.type != pafs.FileType.Directory:
-                continue
-            try:
-                check_checkpoint_id(info.base_name)
-            except ValueError:
-                continue
-            if any(i.base_name == MANIFEST for i in self._list_dir(info.path)):
-                ids.append(info.base_name)
+        """Complete checkpoints of `table` (those with a manifest), oldest first: one listing of the table's
+        directory tree (one request on S3, however many checkpoints there are)."""
+        fs, _ = self._fs()
+        root = self._dir(table)
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+        except FileNotFoundError:
+            return []
+        prefix, ids = root.rstrip("/") + "/", set()
+        for info in infos:
+            parts = info.path[len(prefix):].split("/") if info.path.startswith(prefix) else []
+            if len(parts) == 2 and parts[1] == MANIFEST and info.type == pafs.FileType.File \
+                    and _is_checkpoint_id(parts[0]):
+                ids.add(parts[0])
         return sorted(ids)
 
     def manifest(self, table: str, checkpoint_id: str) -> dict:

@@ -27,6 +27,7 @@ class ConsistencyGroupError(ValueError):
 class ConsistencyGroup:
     members: tuple[TableRef, ...]  # in the order the tables are protected
     references: frozenset[tuple[str, str]] = frozenset()  # (table id, id of a table it references)
+    retired: bool = False  # a table no longer matched by AEGIS_PROTECTED_TABLES whose checkpoints are still kept
 
     @property
     def op_id(self) -> str:
@@ -61,9 +62,10 @@ class ConsistencyGroup:
 
 
 def build_groups(tables: Sequence[TableRef], links: Iterable[Link], spec: str | None,
-                 default_schema: str) -> list[ConsistencyGroup]:
+                 default_schema: str, problems: list[str] | None = None) -> list[ConsistencyGroup]:
     """Every protected table in one group: tables joined by a foreign key, or listed together in `spec`
-    (groups separated by `;`, tables by `+`; each must be protected)."""
+    (groups separated by `;`, tables by `+`; each must be protected). A group `spec` cannot form raises
+    ConsistencyGroupError — or, given a `problems` list, is said there and left out (the code location loads)."""
     by_name = {(t.schema or default_schema, t.name): t for t in tables}
     root = {t: t for t in tables}
 
@@ -76,6 +78,11 @@ def build_groups(tables: Sequence[TableRef], links: Iterable[Link], spec: str | 
     def join(a: TableRef, b: TableRef) -> None:
         root[find(a)] = find(b)
 
+    def refuse(message: str) -> None:
+        if problems is None:
+            raise ConsistencyGroupError(message)
+        problems.append(f"{message} (this group is ignored)")
+
     references = set()
     for child, parent in links:
         if child in by_name and parent in by_name:
@@ -86,15 +93,23 @@ def build_groups(tables: Sequence[TableRef], links: Iterable[Link], spec: str | 
         if not names:
             continue
         if len(names) < 2:
-            raise ConsistencyGroupError(f"{GROUPS_VAR}: {text.strip()!r} names one table; a group joins two or "
-                                        "more protected tables with + (groups are separated by ;)")
+            refuse(f"{GROUPS_VAR}: {text.strip()!r} names one table; a group joins two or more protected tables "
+                   "with + (groups are separated by ;)")
+            continue
         members = []
         for name in names:
-            key = split_name(name, default_schema, GROUPS_VAR)
+            try:
+                key = split_name(name, default_schema, GROUPS_VAR)
+            except ValueError as exc:
+                refuse(str(exc))
+                break
             if key not in by_name:
-                raise ConsistencyGroupError(f"{GROUPS_VAR} names {name!r}, which is not a protected table "
-                                            "(protect it with AEGIS_PROTECTED_TABLES first)")
+                refuse(f"{GROUPS_VAR} names {name!r}, which is not a protected table (protect it with "
+                       "AEGIS_PROTECTED_TABLES first)")
+                break
             members.append(by_name[key])
+        if len(members) < len(names):
+            continue
         for member in members[1:]:
             join(members[0], member)
     groups: dict[TableRef, list[TableRef]] = {}

@@ -13,7 +13,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resources.identifiers import check_identifier
 
@@ -22,10 +22,6 @@ PROTECTED_VAR = "AEGIS_PROTECTED_TABLES"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _PATTERN = re.compile(r"[*?\[]")
 ASIDE_SUFFIX = r"__replaced_(?P<stamp>\d{8}_\d{6})"  # tables a restore set aside: never protected themselves
-
-
-class UnknownProtectedTableError(LookupError):
-    """An exact name in AEGIS_PROTECTED_TABLES that the database does not have."""
 
 
 def quote_name(name: str) -> str:
@@ -106,8 +102,16 @@ def check_table_id(table_id: str) -> str:
 
 @dataclass(frozen=True)
 class Resolution:
+    """What is protected. `tables`: what AEGIS_PROTECTED_TABLES matches among the tables that exist and the tables
+    that have kept checkpoints (a dropped table stays protected: its loss is to be restored); `retired`: tables
+    with kept checkpoints that the configuration no longer matches (restorable by hand until their checkpoints
+    expire, never restored on their own); `notes`: what could not be resolved, said in the watch sensor's ticks
+    and by `make doctor` instead of failing the code location."""
+
     tables: list[TableRef]
     empty_patterns: list[str]  # patterns that matched nothing (not an error: said in the watch's messages)
+    retired: list[TableRef] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def parse_spec(spec: str | None) -> list[str]:
@@ -128,31 +132,50 @@ def _unquote(part: str) -> str:
     return part[1:-1].replace('""', '"') if part.startswith('"') else part
 
 
-def resolve_protected(spec: str | None, existing: Iterable[tuple[str, str]], default_schema: str) -> Resolution:
-    """The tables `spec` names, in the order first named: exact names (which must exist), shell patterns
-    (which may match nothing) and `-pattern` exclusions applied after every inclusion."""
-    existing = sorted(t for t in set(existing) if not re.search(ASIDE_SUFFIX + "$", t[1]))
+def resolve_protected(spec: str | None, existing: Iterable[tuple[str, str]] | None, default_schema: str,
+                      checkpointed: Iterable[tuple[str, str]] = ()) -> Resolution:
+    """The tables `spec` names, in the order first named: exact names (protected whether they exist or not: a
+    missing one is a loss to restore, or a table not created yet), shell patterns matched against the tables that
+    exist and those with kept checkpoints (so a dropped table is never forgotten), and `-pattern` exclusions
+    applied after every inclusion. `existing` is None when the database could not be asked. Nothing here raises
+    on a table that is not there: it is said in `notes`."""
+    def real(tables: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {t for t in tables if not re.search(ASIDE_SUFFIX + "$", t[1])}
+
+    live = None if existing is None else real(existing)
+    kept = real(checkpointed)
+    candidates = sorted((live or set()) | kept)
     chosen: list[tuple[str, str]] = []
     excluded: list[tuple[str, str]] = []
     empty: list[str] = []
+    notes: list[str] = []
     for item in parse_spec(spec):
         exclude = item.startswith("-")
-        schema, table = split_name(item[1:] if exclude else item, default_schema)
+        try:
+            schema, table = split_name(item[1:] if exclude else item, default_schema)
+        except ValueError as exc:
+            notes.append(f"{exc} (ignored)")
+            continue
         if exclude:
             excluded.append((schema, table))
         elif _PATTERN.search(schema) or _PATTERN.search(table):
-            matched = [t for t in existing if fnmatch.fnmatchcase(t[0], schema) and fnmatch.fnmatchcase(t[1], table)]
+            matched = [t for t in candidates
+                       if fnmatch.fnmatchcase(t[0], schema) and fnmatch.fnmatchcase(t[1], table)]
             if not matched:
                 empty.append(item)
             chosen.extend(t for t in matched if t not in chosen)
-        elif (schema, table) in existing:
+        else:
             if (schema, table) not in chosen:
                 chosen.append((schema, table))
-        else:
-            raise UnknownProtectedTableError(
-                f"{PROTECTED_VAR} names {item!r}, but there is no table {schema}.{table} in the source database"
-                " (names are case-sensitive; quote a name that holds a dot: \"a.b\")")
-    kept = [t for t in chosen if not any(fnmatch.fnmatchcase(t[0], s) and fnmatch.fnmatchcase(t[1], n)
-                                         for s, n in excluded)]
-    return Resolution([TableRef(None if s == default_schema else s, n, s == default_schema) for s, n in kept],
-                      empty)
+            if live is not None and (schema, table) not in live and (schema, table) not in kept:
+                notes.append(f"{PROTECTED_VAR} names {item!r}, but there is no table {schema}.{table} in the source "
+                             "database and no checkpoint of it: it is checkpointed once it exists (names are "
+                             "case-sensitive; quote a name that holds a dot: \"a.b\")")
+    protected = [t for t in chosen if not any(fnmatch.fnmatchcase(t[0], s) and fnmatch.fnmatchcase(t[1], n)
+                                              for s, n in excluded)]
+    retired = sorted(kept - set(protected))
+
+    def ref(schema: str, name: str) -> TableRef:
+        return TableRef(None if schema == default_schema else schema, name, schema == default_schema)
+
+    return Resolution([ref(*t) for t in protected], empty, [ref(*t) for t in retired], notes)
