@@ -65,6 +65,8 @@ def sync_partitions(instance: dg.DagsterInstance, table: str, kept: list[str]) -
 def _checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
     """`checkpoints/<table>` for every table of a consistency group, with its blocking `checkpoint_verified`
     check: the tables selected in a run are read from one snapshot and share one checkpoint id."""
+    if group.retired:
+        return _retired_checkpoints(group.members[0])
     keys = {ref.id: dg.AssetKey(["checkpoints", *ref.key_path]) for ref in group.members}
     together = (f" Checkpointed from one snapshot with {', '.join(m.label for m in group.members)} (same "
                 "checkpoint id), so they can be restored together." if len(group.members) > 1 else "")
@@ -146,6 +148,31 @@ def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, 
     )
     gate_verdicts.record(context.instance, key, None, "checkpoint_verified", verdict, context.run.run_id)  # alerts
     yield verdict
+
+
+def _retired_checkpoints(ref: TableRef) -> dg.AssetsDefinition:
+    """`checkpoints/<table>` of a table AEGIS_PROTECTED_TABLES no longer matches: no new checkpoint is taken;
+    each run lets the kept ones expire `keep_days` after they were taken (the table then leaves the code
+    location at its next load) and keeps the restore job's partitions in step."""
+    key = dg.AssetKey(["checkpoints", *ref.key_path])
+
+    @dg.asset(key=key, group_name="checkpoints", kinds={"parquet"},
+              description=f"Retired: {ref.label} has kept checkpoints, but AEGIS_PROTECTED_TABLES no longer matches "
+              "it. No new checkpoint is taken; each run lets the kept ones expire keep_days (7) after they were "
+              f"taken. Until then recovery/{ref.id} restores it by hand; the watch sensor no longer does.")
+    def _asset(context: dg.AssetExecutionContext, config: CheckpointConfig, checkpoints: CheckpointStore):
+        reasons = checkpoints.retention(ref.id, config.keep_last, dt.timedelta(days=config.keep_days), retired=True)
+        expired = checkpoints.expire(ref.id, reasons)
+        kept = [i for i, reason in reasons.items() if reason]
+        sync_partitions(context.instance, ref.id, kept)
+        summary = (f"{ref.label} is retired (no longer matched by AEGIS_PROTECTED_TABLES): {len(expired)} "
+                   f"checkpoint(s) expired, {len(kept)} kept")
+        context.log.info(summary)
+        return dg.MaterializeResult(metadata={
+            "retired": dg.MetadataValue.text(summary), "expired_by_retention": dg.MetadataValue.int(len(expired)),
+            "kept_checkpoints": checkpoint_table(checkpoints, ref.id, kept, reasons)})
+
+    return _asset
 
 
 def _schema_objects(source: dict) -> int:

@@ -20,7 +20,7 @@ import dagster as dg
 from platform_assets.checkpoints import checkpoint_table
 from platform_assets.consistency import common_candidates, partners_changed
 from platform_assets.partitions import checkpoint_partitions
-from platform_assets.protected import GROUPS, PROTECTED
+from platform_assets.protected import GROUPS
 from platform_assets.restoring import (
     Part,
     RestoreOutcome,
@@ -92,6 +92,9 @@ def _recovery_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
     keys = {ref.id: dg.AssetKey(["recovery", *ref.key_path]) for ref in group.members}
     together = (f" Consistency group {group.label}: select them together to restore them from one snapshot in "
                 "one transaction." if len(group.members) > 1 else "")
+    if group.retired:
+        together += (" Retired: AEGIS_PROTECTED_TABLES no longer matches this table, so the watch sensor does not "
+                     "restore it; this asset does, by hand, until its checkpoints expire.")
     specs = [dg.AssetSpec(
         keys[ref.id],
         deps=[dg.AssetKey(["checkpoints", *ref.key_path])],
@@ -277,7 +280,8 @@ def _restore_job(ref: TableRef, group: ConsistencyGroup):
 
 
 recovery_log = dg.AssetSpec(
-    RECOVERY_LOG, group_name="recovery", deps=[dg.AssetKey(["recovery", *ref.key_path]) for ref in PROTECTED],
+    RECOVERY_LOG, group_name="recovery",
+    deps=[dg.AssetKey(["recovery", *ref.key_path]) for group in GROUPS for ref in group.members],
     description="Recovery log: every restore of every table — when, trigger, table, checkpoint, rows, seconds "
     "per step, fallbacks and the table kept aside. Reported by each restore; not materialised by hand.",
 )

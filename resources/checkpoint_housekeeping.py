@@ -12,7 +12,7 @@ import uuid
 import pyarrow.fs as pafs
 
 from resources.checkpoint_format import check_checkpoint_id, checkpoint_time
-from resources.checkpoint_retention import retention_reasons
+from resources.checkpoint_retention import retention_reasons, retirement_reasons
 from resources.table_refs import check_table_id
 
 LEASE_HOURS = 6  # longer than any restore; a lease older than this was left by a crashed one
@@ -54,8 +54,12 @@ class CheckpointHousekeeping:
         return leased
 
     def retention(self, table: str, keep_last: int, keep_within: dt.timedelta,
-                  now: dt.datetime | None = None) -> dict[str, str | None]:
-        """Each complete checkpoint of `table`, newest first, with why retention keeps it (None: it goes)."""
+                  now: dt.datetime | None = None, retired: bool = False) -> dict[str, str | None]:
+        """Each complete checkpoint of `table`, newest first, with why retention keeps it (None: it goes). A
+        `retired` table (no longer configured) keeps each checkpoint only for `keep_within`."""
+        if retired:
+            return retirement_reasons(self.candidates(table), keep_within, self.leased(table),
+                                      now or dt.datetime.now(dt.UTC))
         return retention_reasons(self.candidates(table), keep_last, keep_within,
                                  self.latest_verified(table, "full"), self.leased(table),
                                  now or dt.datetime.now(dt.UTC))

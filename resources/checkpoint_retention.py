@@ -33,3 +33,19 @@ def retention_reasons(newest_first: Sequence[str], keep_last: int, keep_within: 
         else:
             reasons[checkpoint_id] = None
     return reasons
+
+
+def retirement_reasons(newest_first: Sequence[str], keep_within: dt.timedelta, leased: Collection[str],
+                       now: dt.datetime) -> dict[str, str | None]:
+    """Retention for a table the configuration no longer protects: each checkpoint is kept for `keep_within`
+    after it was taken (and while a restore reads it), then goes — the newest too, so the table leaves."""
+    reasons: dict[str, str | None] = {}
+    for checkpoint_id in newest_first:
+        expires = checkpoint_time(checkpoint_id) + keep_within
+        if checkpoint_id in leased:
+            reasons[checkpoint_id] = "kept: a restore is reading it"
+        elif now < expires:
+            reasons[checkpoint_id] = f"retired: kept until {expires:%Y-%m-%d %H:%M} UTC"
+        else:
+            reasons[checkpoint_id] = None
+    return reasons
