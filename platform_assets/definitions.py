@@ -42,7 +42,8 @@ assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.a
 daily_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
 asset_checks = [*daily_checks, *security.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
-sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS),
+sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS,
+                              RESOLUTION.notes, RESOLUTION.retired),
            build_alert_sensor(sorted({spec.asset_key for check in asset_checks for spec in check.check_specs}
                                      | {spec.asset_key for group in checkpoints.assets for spec in group.check_specs},
                                      key=str)),

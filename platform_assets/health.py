@@ -70,11 +70,16 @@ def _source() -> Iterator[Finding]:
     existing, _ = db.catalogue()
     from platform_assets.protected import resolve  # resolved the way the code location does
 
-    resolution, groups = resolve(setting("AEGIS_SOURCE_URL"))
+    resolution, groups = resolve(setting("AEGIS_SOURCE_URL"), lake_url=setting("AEGIS_LAKE_URL"))
     names = ", ".join(t.label for t in resolution.tables)
     linked = ["+".join(t.label for t in g.members) for g in groups if len(g.members) > 1]
     yield Finding(OK, "source database", f"{db.parsed.display} reachable ({db.kind}, {len(existing)} tables); "
                   f"protected: {names}" + (f"; restored together: {', '.join(linked)}" if linked else ""))
+    for note in resolution.notes:
+        yield Finding(WARN, "protected tables", note, "check AEGIS_PROTECTED_TABLES / AEGIS_CONSISTENCY_GROUPS")
+    if resolution.empty_patterns:
+        yield Finding(WARN, "protected tables", f"{', '.join(resolution.empty_patterns)} matched no table",
+                      "create the table, or correct the pattern; reload the code location after creating one")
 
 
 def _lake() -> Iterator[Finding]:
@@ -143,7 +148,7 @@ def checkpoint_ages(store: CheckpointStore, tables: list[str], now: dt.datetime 
 def _checkpoints() -> Iterator[Finding]:
     from platform_assets.protected import resolve
 
-    resolution, _ = resolve(setting("AEGIS_SOURCE_URL"))
+    resolution, _ = resolve(setting("AEGIS_SOURCE_URL"), lake_url=setting("AEGIS_LAKE_URL"))
     store = CheckpointStore(lake=Lake(url=setting("AEGIS_LAKE_URL")), encryption_key="")
     for table, age in checkpoint_ages(store, [t.id for t in resolution.tables]).items():
         if age is None:

@@ -43,7 +43,7 @@ class AegisCollector(Collector):
         aegis_scrape_errors{section} and the others are still served."""
         from platform_assets.protected import resolve
 
-        tables = [t.id for t in resolve(setting("AEGIS_SOURCE_URL"))[0].tables]
+        tables = [t.id for t in resolve(setting("AEGIS_SOURCE_URL"), lake_url=setting("AEGIS_LAKE_URL"))[0].tables]
         sections = [("checkpoints", lambda: self._ages(tables)), ("breaker", self._breaker)]
         if self.instance is not None:
             sections += [("restores", lambda: self._restores(tables)), ("checks", self._checks),

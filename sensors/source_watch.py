@@ -6,6 +6,11 @@ the run key `restore-<table>-loss-<n>` makes repeated ticks over one loss launch
 table dropped again after being restored is a new loss (n + 1) and is restored again. A table that shrank
 below the policy's alert share raises an alert, and is restored only with AEGIS_RESTORE_ON_SHRINK: the
 restore then keeps the shrunk table aside (`recovery/<table>` never drops a table it replaces).
+
+The tables watched include the protected tables that were already missing when the code location loaded (they
+are known from their checkpoints). What could not be resolved at load — an unreachable database, a name with no
+table — is said in every tick; a database that cannot be reached now skips the tick with the reason, and the
+watch goes on when it is back.
 """
 
 import datetime as dt
@@ -15,21 +20,25 @@ from collections.abc import Sequence
 import dagster as dg
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.adbc import OUTAGE_ERRORS
 from resources.consistency_groups import ConsistencyGroup, group_of
 from resources.table_refs import TableRef
+from resources.urls import redact
 
 MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost
 
 
 def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy | None = None,
-                       empty_patterns: Sequence[str] = (),
-                       groups: Sequence[ConsistencyGroup] = ()) -> dg.SensorDefinition:
+                       empty_patterns: Sequence[str] = (), groups: Sequence[ConsistencyGroup] = (),
+                       notes: Sequence[str] = (), retired: Sequence[TableRef] = ()) -> dg.SensorDefinition:
     """Watch the protected `tables`; `empty_patterns` (patterns of AEGIS_PROTECTED_TABLES that matched no
-    table when the code location loaded) are named in every skip message. Tables of one consistency group
-    lost at the same time are restored together, in one run."""
+    table when the code location loaded) and `notes` (what the load could not resolve) are said in every skip
+    message. Tables of one consistency group lost at the same time are restored together, in one run. `retired`
+    tables (kept checkpoints, no longer configured) are never restored on their own: their loss is only said."""
     policy = policy or RecoveryPolicy()
     unmatched = (f"; {', '.join(empty_patterns)} matched no table when the code location loaded "
                  "(reload it after creating one)") if empty_patterns else ""
+    unmatched += "".join(f"; {note}" for note in notes)
 
     @dg.sensor(
         name="source_table_watch",
@@ -47,12 +56,23 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                            checkpoints: CheckpointStore) -> dg.SensorResult | dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {}
         now = dt.datetime.now(dt.UTC).isoformat()
-        existing, default = source_db.catalogue()
+        try:
+            existing, default = source_db.catalogue()
+            stored = {ref.id: checkpoints.list(ref.id) for ref in [*tables, *retired]}
+        except OUTAGE_ERRORS as exc:  # an outage: say it, look again next tick, lose no state
+            message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:400]
+            context.log.warning(f"cannot look at the protected tables now: {message}")
+            return dg.SkipReason(f"cannot look at the protected tables now ({message}); looking again in "
+                                 f"{policy.watch_interval_seconds} s" + unmatched)
         requests, notes = [], []
+        for ref in retired:
+            if stored[ref.id] and (ref.schema or default, ref.name) not in existing:
+                notes.append(f"{ref.label}: missing, but retired (no longer matched by AEGIS_PROTECTED_TABLES): "
+                             f"not restored on its own; recovery/{ref.id} restores it by hand")
         for ref in tables:
             table = ref.id
             state = cursor.get(table, {"state": "unknown", "losses": 0, "shrinks": 0, "seen_at": None})
-            ids = checkpoints.list(table)
+            ids = stored[table]
             if not ids:
                 notes.append(f"{ref.label}: no checkpoint yet, nothing to restore from (not protected)")
                 state["state"] = "unprotected"
@@ -66,7 +86,10 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                 else:
                     notes.append(f"{table}: missing, restore requested")
             else:
-                rows = source_db.count(ref)
+                try:
+                    rows = source_db.count(ref)
+                except LookupError:  # dropped since the catalogue was read: the next tick sees the loss
+                    continue
                 newest = checkpoints.newest_manifest(table)
                 expected = newest["rows"] if newest else 0
                 if policy.is_shrunk(rows, expected):
