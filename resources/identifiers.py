@@ -56,3 +56,10 @@ def day_range_sql(column: str, day: str) -> str:
     """
     start = check_day(day)
     return f"{quote(column, 'column')} >= '{start}' AND {quote(column, 'column')} < '{next_day(start)}'"
+
+
+def quote_literal(value: str) -> str:
+    """A string as an SQL literal (quotes doubled; PostgreSQL and SQLite read backslashes as themselves)."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError(f"invalid SQL string {value!r}")
+    return "'" + value.replace("'", "''") + "'"

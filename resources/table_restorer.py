@@ -15,6 +15,7 @@ import pyarrow as pa
 from resources import postgres_tables as pg
 from resources import sqlite_tables as lite
 from resources.adbc import adbc_connection
+from resources.identifiers import quote_literal
 from resources.table_refs import TableRef, quote_name
 from resources.urls import ParsedUrl, absolute
 
@@ -74,6 +75,11 @@ class Restorer:
             ddl = definition["objects"]["table"]
             self._execute(ddl if in_place else _CREATE_TABLE.sub(f"CREATE TABLE {target.sql}", ddl, count=1))
         elif in_place:
+            if not self._scalar(f"SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = "
+                                f"{quote_literal(target.schema)}"):  # dropped with CASCADE, say
+                self._execute(f"CREATE SCHEMA {quote_name(target.schema)}")
+                self.warnings.append(f"schema {target.schema} did not exist any more: created it for {target.label} "
+                                     "(owned by the restoring role; its other objects and grants are not restored)")
             statements = definition["objects"]["pre_data"]
             self.warnings += pg.run_statements(self.conn, statements, forgiving=_FORGIVEN_BEFORE)
         else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from resources.identifiers import check_identifier, quote
+from resources.identifiers import check_identifier, quote, quote_literal
 
 DIMENSIONS = ("state", "category", "institution")
 SECURITY_SCHEMA = "aegis_security"
@@ -98,8 +98,8 @@ def setup_statements(database: str, schema: str, bi: str, writer: str, platform_
             f"CREATE TABLE IF NOT EXISTS {sec}.row_access (grantee text NOT NULL, dimension text NOT NULL, "
             "value text NOT NULL, PRIMARY KEY (grantee, dimension, value))",
             f"DELETE FROM {sec}.row_access"]
-    out += [f"INSERT INTO {sec}.row_access VALUES ({_literal(g.grantee)}, {_literal(g.dimension)}, "
-            f"{_literal(g.value)}) ON CONFLICT DO NOTHING" for g in grants]
+    out += [f"INSERT INTO {sec}.row_access VALUES ({quote_literal(g.grantee)}, {quote_literal(g.dimension)}, "
+            f"{quote_literal(g.value)}) ON CONFLICT DO NOTHING" for g in grants]
     member = (f"FROM {sec}.row_access a JOIN pg_catalog.pg_roles r ON r.rolname = a.grantee "
               "WHERE pg_catalog.pg_has_role(who, r.oid, 'MEMBER')")
     out += [f"CREATE OR REPLACE FUNCTION {sec}.allowed(who name, dim text, val text) RETURNS boolean LANGUAGE sql "
@@ -115,10 +115,6 @@ def setup_statements(database: str, schema: str, bi: str, writer: str, platform_
         out += [f"ALTER TABLE {t} OWNER TO {w}", f"REVOKE ALL ON {t} FROM PUBLIC, {b}", f"GRANT SELECT ON {t} TO {b}",
                 f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY", f"DROP POLICY IF EXISTS aegis_rows ON {t}",
                 f"CREATE POLICY aegis_rows ON {t} FOR SELECT TO PUBLIC USING (pg_catalog.pg_has_role(current_user, "
-                f"{_literal(writer)}, 'MEMBER') OR {policy_expression(table, columns, schema)})"]
+                f"{quote_literal(writer)}, 'MEMBER') OR {policy_expression(table, columns, schema)})"]
     out += [f"ALTER DEFAULT PRIVILEGES FOR ROLE {w} IN SCHEMA {s} GRANT SELECT ON TABLES TO {b}"]
     return out
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
