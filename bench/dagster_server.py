@@ -37,6 +37,15 @@ ASSET_NODES = """{ assetNodes { assetKey { path } groupName jobNames
 LATEST_MATERIALIZATION = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
   ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
     ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } } } } }"""
+RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results { runId status
+  tags { key value } } } } }"""
+LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+RELOAD = """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) { __typename
+  ... on WorkspaceLocationEntry { loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+  ... on PythonError { message } } }"""
+SENSOR_TICKS = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 20) { status skipReason timestamp } } } } }"""
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status creationTime startTime endTime
   stepStats { stepKey startTime endTime status } } } }"""
 
@@ -52,10 +61,10 @@ def embedded_env(work: Path, rows: int, **extra: str) -> dict[str, str]:
     """The environment of the embedded stack (SQLite source, local lake, DuckDB warehouse, synthetic macro
     series) under `work`, without any AEGIS_* or DAGSTER_* variable of the caller's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "DAGSTER_"))}
-    env.update(DAGSTER_HOME=str(work / "dagster_home"), AEGIS_SOURCE_URL=f"sqlite:///{work}/source.db",
-               AEGIS_LAKE_URL=f"file://{work}/lake", AEGIS_WAREHOUSE_URL=f"duckdb:///{work}/warehouse.duckdb",
-               AEGIS_PII_KEY="dev-only-local-platform", AEGIS_ROWS_PER_DAY=str(rows),
-               AEGIS_MACRO_API_URL=synthetic_sgs_url(), **extra)
+    env.update({"DAGSTER_HOME": str(work / "dagster_home"), "AEGIS_SOURCE_URL": f"sqlite:///{work}/source.db",
+                "AEGIS_LAKE_URL": f"file://{work}/lake", "AEGIS_WAREHOUSE_URL": f"duckdb:///{work}/warehouse.duckdb",
+                "AEGIS_PII_KEY": "dev-only-local-platform", "AEGIS_ROWS_PER_DAY": str(rows),
+                "AEGIS_MACRO_API_URL": synthetic_sgs_url(), **extra})
     return env
 
 
@@ -126,6 +135,27 @@ class DagsterServer:
                 return run
             time.sleep(0.25)
         raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
+
+    def runs(self, tags: dict[str, str] | None = None) -> list[dict]:
+        """Every run (newest first) with its status and tags as a dict, optionally only those with `tags`."""
+        filter_ = {"tags": [{"key": k, "value": v} for k, v in tags.items()]} if tags else {}
+        found = self.graphql(RUNS, {"filter": filter_})["runsOrError"]["results"]
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in found]
+
+    def location(self) -> dict:
+        """The code location as the UI sees it: its load status, and the error when it failed to load."""
+        (entry,) = [e for e in self.graphql(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+                    if e["name"] == LOCATION["repositoryLocationName"]]
+        return {"status": entry["loadStatus"], "error": (entry["locationOrLoadError"] or {}).get("message")}
+
+    def reload_location(self) -> dict:
+        """What the UI's Reload button does; returns the location as loaded again."""
+        self.graphql(RELOAD, {"name": LOCATION["repositoryLocationName"]})
+        return self.location()
+
+    def sensor_ticks(self, sensor: str) -> list[dict]:
+        selector = {**LOCATION, "sensorName": sensor}
+        return self.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
 
     def latest_run_id(self) -> str | None:
         runs = self.graphql("{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }")["runsOrError"]

@@ -118,7 +118,8 @@ def drop(db: SourceDatabase, *tables: str) -> None:
 def test_a_group_checkpointed_while_the_application_writes_restores_together_without_orphans(linked, tmp_path):
     db, application_writes = linked
     reads = application_writes()
-    resolution, groups = resolve(db.url, "customers,orders,audit" if db.kind == "postgres" else "customers,orders")
+    resolution, groups = resolve(db.url, "customers,orders,audit" if db.kind == "postgres" else "customers,orders",
+                                 lake_url=f"file://{tmp_path}/lake")
     (group,) = [g for g in groups if len(g.members) > 1]
     assert {m.name for m in group.members} == {"customers", "orders"}, "found by the foreign key"
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
@@ -148,7 +149,7 @@ def test_a_group_checkpointed_while_the_application_writes_restores_together_wit
 
 def protect_both(db: SourceDatabase, tmp_path) -> tuple:
     """customers and orders protected (one group, by their foreign key), with the resources of a run."""
-    _, groups = resolve(db.url, "customers,orders")
+    _, groups = resolve(db.url, "customers,orders", lake_url=f"file://{tmp_path}/lake")
     (group,) = groups
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     return group, {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}

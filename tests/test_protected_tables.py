@@ -11,7 +11,7 @@ from platform_assets import checkpoints, recovery
 from platform_assets.protected import resolve
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from resources.consistency_groups import ConsistencyGroup
-from resources.table_refs import TableRef, UnknownProtectedTableError, resolve_protected, safe_component
+from resources.table_refs import TableRef, resolve_protected, safe_component
 from sensors.source_watch import build_source_watch
 from tests.conftest import schema_as_dumped
 
@@ -34,8 +34,8 @@ def user_db(make_pg_database):
     return url
 
 
-def test_patterns_exclusions_and_schemas_resolve_to_the_right_tables(user_db):
-    found = resolve(user_db, "public.*,-public.tmp_*,ops.jobs")[0].tables
+def test_patterns_exclusions_and_schemas_resolve_to_the_right_tables(user_db, tmp_path):
+    found = resolve(user_db, "public.*,-public.tmp_*,ops.jobs", lake_url=f"file://{tmp_path}/lake")[0].tables
     assert {(t.schema, t.name) for t in found} >= {(None, "orders"), (None, "Order Items"), ("ops", "jobs")}
     assert not [t for t in found if t.name == "tmp_scratch"], "excluded by -public.tmp_*"
     ids = {t.id for t in found}
@@ -43,11 +43,24 @@ def test_patterns_exclusions_and_schemas_resolve_to_the_right_tables(user_db):
     assert all(part.replace("_", "").isalnum() for i in ids for part in i.split("/")), "safe keys and paths"
 
 
-def test_an_unknown_exact_name_is_a_clear_error_but_an_empty_pattern_is_not(user_db):
-    with pytest.raises(UnknownProtectedTableError, match="'ops.missing'.*no table ops.missing"):
-        resolve(user_db, "orders,ops.missing")
-    resolution, _ = resolve(user_db, "orders,archive_*")
+def test_a_named_table_that_does_not_exist_is_protected_and_said_never_a_load_error(user_db, tmp_path):
+    resolution, groups = resolve(user_db, "orders,ops.missing,archive_*", lake_url=f"file://{tmp_path}/lake")
+    assert [t.label for t in resolution.tables] == ["orders", "ops.missing"], "named: protected, there or not"
     assert resolution.empty_patterns == ["archive_*"]
+    (note,) = resolution.notes
+    assert "'ops.missing'" in note and "no table ops.missing" in note and "no checkpoint" in note
+    assert {g.members for g in groups} == {(TableRef(None, "orders"),), (TableRef("ops", "missing", False),)}
+
+
+def test_a_pattern_keeps_the_dropped_tables_it_matched_while_they_have_checkpoints():
+    live = {("main", "orders_b"), ("main", "other")}
+    kept = {("main", "orders_a"), ("main", "orders_b"), ("main", "old_stuff")}
+    resolution = resolve_protected("orders_*,-orders_tmp", live, "main", kept)
+    assert [t.name for t in resolution.tables] == ["orders_a", "orders_b"], "orders_a is dropped, not forgotten"
+    assert [t.name for t in resolution.retired] == ["old_stuff"], "checkpoints but no longer configured"
+    unreachable = resolve_protected("orders_*,ledger", None, "main", kept)
+    assert [t.name for t in unreachable.tables] == ["orders_a", "orders_b", "ledger"]
+    assert unreachable.notes == [], "with the database unreachable, nothing can be said missing"
 
 
 def test_quoted_names_with_dots_and_case_are_kept_exactly():
@@ -77,3 +90,76 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
                              tags=request.tags)
         assert run.success
         assert {ref.sql: schema_as_dumped(db, ref.sql) for ref in (jobs, items)} == before
+
+
+def checkpoint_groups(groups, resources) -> None:
+    with dg.instance_for_test() as instance:
+        assets = [checkpoints._checkpoint_assets(group) for group in groups]
+        assert dg.materialize(assets, instance=instance, resources=resources).success
+
+
+def test_what_is_protected_and_grouped_does_not_depend_on_the_tables_still_being_there(user_db, tmp_path):
+    """The code location is loaded again after every loss (each run is a new process): the protected set and the
+    groups must come out the same after a DROP … CASCADE, after every table is gone, and with the database down."""
+    lake = f"file://{tmp_path}/lake"
+    spec = 'orders,"Order Items",ops.*'
+    db = SourceDatabase(url=user_db)
+    store = CheckpointStore(lake=Lake(url=lake), encryption_key="")
+    loaded = resolve(user_db, spec, lake_url=lake)
+    (group,) = [g for g in loaded[1] if len(g.members) > 1]
+    assert {m.name for m in group.members} == {"orders", "Order Items"}, "joined by the foreign key"
+    checkpoint_groups(loaded[1], {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()})
+
+    subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", "DROP TABLE orders CASCADE"], check=True)
+    assert resolve(user_db, spec, lake_url=lake) == loaded, "the foreign key the CASCADE removed is remembered"
+    subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", 'DROP TABLE "Order Items"; DROP SCHEMA ops CASCADE'],
+                   check=True)
+    gone = resolve(user_db, spec, lake_url=lake)
+    assert gone == loaded, "every table gone: all still protected, as one group where they were one"
+    assert not gone[0].notes, gone[0].notes
+
+    down = resolve("postgresql://postgres@127.0.0.1:9/nothing", spec, lake_url=lake)
+    assert (down[0].tables, down[1]) == (loaded[0].tables, loaded[1]), "the database down: the code location loads"
+    assert any("could not be asked" in n for n in down[0].notes)
+
+
+def test_a_table_whose_schema_was_dropped_comes_back_with_its_schema(user_db, tmp_path):
+    db = SourceDatabase(url=user_db)
+    jobs = TableRef("ops", "jobs", default_schema=False)
+    group = ConsistencyGroup((jobs,))
+    resources = {"source_db": db, "checkpoints": CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"),
+                                                                 encryption_key=""),
+                 "recovery_policy": RecoveryPolicy()}
+    before = schema_as_dumped(db, jobs.sql)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([checkpoints._checkpoint_assets(group)], instance=instance, resources=resources).success
+        subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", "DROP SCHEMA ops CASCADE"], check=True)
+        run = dg.materialize([recovery._recovery_assets(group)], instance=instance, resources=resources)
+        assert run.success
+        (event,) = [e for e in run.get_asset_materialization_events()
+                    if e.asset_key == dg.AssetKey(["recovery", "ops", "jobs"])]
+        assert any("schema ops did not exist" in w for w in event.materialization.metadata["schema_warnings"].value)
+    assert schema_as_dumped(db, jobs.sql) == before
+
+
+def test_a_retired_table_takes_no_new_checkpoint_and_its_checkpoints_expire_with_retention(tmp_path):
+    import datetime as dt
+
+    from platform_assets.generators import generate
+    from platform_assets.tables import SOURCE_TABLES
+    from resources.checkpoint_format import new_checkpoint_id
+
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
+    db.replace_day("sales", SOURCE_TABLES["sales"].day_column, "2026-06-01", generate("sales", "2026-06-01", 200))
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    now = dt.datetime.now(dt.UTC)
+    old = store.write(db, "sales", new_checkpoint_id(now - dt.timedelta(days=9)))["id"]
+    recent = store.write(db, "sales", new_checkpoint_id(now - dt.timedelta(days=1)))["id"]
+    retired = checkpoints._checkpoint_assets(ConsistencyGroup((TableRef(None, "sales"),), retired=True))
+    resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([retired], instance=instance, resources=resources).success
+        assert store.list("sales") == [recent], f"{old} expired although it was the oldest of two"
+        week = {"ops": {"checkpoints__sales": {"config": {"keep_days": 0}}}}
+        assert dg.materialize([retired], instance=instance, resources=resources, run_config=week).success
+    assert store.list("sales") == [], "the newest goes too: a retired table leaves with its last checkpoint"

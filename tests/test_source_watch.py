@@ -157,3 +157,34 @@ def run_request(request, db, store, instance, policy: RecoveryPolicy | None = No
     return dg.materialize(recovery.assets, selection=request.asset_selection, instance=instance, tags=request.tags,
                           resources=resources, raise_on_error=False)
 
+
+
+def test_a_retired_table_that_goes_missing_is_said_but_not_restored(world):
+    db, store, instance = world
+    for table in TABLES:
+        store.write(db, table)
+    sensor = build_source_watch([TableRef(None, "customers")], recovery_job, RecoveryPolicy(),
+                                retired=[TableRef(None, "sales")])
+    drop(db, "sales")
+    with dg.build_sensor_context(instance=instance, resources={"source_db": db, "checkpoints": store}) as context:
+        result = sensor.evaluate_tick(context)
+    assert result.run_requests == []
+    assert "sales: missing, but retired" in result.skip_message and "recovery/sales restores it by hand" in \
+        result.skip_message
+
+
+def test_an_unreachable_database_skips_the_tick_with_the_reason_and_the_watch_goes_on(world, tmp_path):
+    db, store, instance = world
+    for table in TABLES:
+        store.write(db, table)
+    ticker = Ticker(db, store, instance)
+    ticker.tick()
+    remembered = ticker.cursor
+    ticker.db = SourceDatabase(url="postgresql://aegis:secret@127.0.0.1:9/source")  # nothing listens there
+    result = ticker.tick()
+    assert result.run_requests == [] and "cannot look at the protected tables now" in result.skip_message
+    assert "AEGIS_SOURCE_URL" in result.skip_message and "secret" not in result.skip_message
+    assert ticker.cursor == remembered, "what the watch knew is kept through the outage"
+    ticker.db = db
+    drop(db, "sales")
+    assert [r.run_key for r in ticker.tick().run_requests] == ["restore-sales-loss-1"]
