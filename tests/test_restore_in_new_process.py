@@ -123,10 +123,12 @@ def checkpoint_everything(server: DagsterServer) -> None:
 
 
 def wait_for_restores(server: DagsterServer, back: Callable[[], bool], timeout: float = 240) -> list[dict]:
-    """Wait until `back()` holds and every run the watch sensor launched has ended; returns those runs."""
+    """Wait until `back()` holds and every run the watch sensor launched has ended; returns those runs. A failed
+    restore run fails at once (the sensor would retry it, but a failure is already wrong)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = server.runs({"aegis/trigger": "source_table_watch"})
+        assert not [r for r in runs if r["status"] == "FAILURE"], f"a restore run failed: {runs}"
         if back() and runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
             return runs
         time.sleep(1)
