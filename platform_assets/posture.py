@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -107,8 +108,21 @@ def bi_role_read_only(privileges: Mapping[str, object] | None) -> Judgement:
     return _ok(f"the BI role {privileges['role']} can only read serving")
 
 
+def distinctive(value: str) -> bool:
+    """A personal value specific enough to mean something when it turns up elsewhere: at least 8 characters, and
+    at least 10 digits when it is only digits and separators (a phone or a CPF, not a count like "123")."""
+    text = value.strip()
+    if len(text) < 8:
+        return False
+    digits = re.sub(r"[\s.+/()-]", "", text)
+    return len(digits) >= 10 if digits.isdigit() else True
+
+
 def raw_pii_downstream(raw_values: set[str], places: Iterable[tuple[str, pa.Table]]) -> Judgement:
-    """Raw personal values (a sample from bronze) found in any string column of the tables downstream."""
+    """Raw personal values (a sample from bronze) found in any string column of the tables downstream. Only
+    distinctive values count: a short or numeric value ("123", a defect's placeholder) equal to some count
+    elsewhere is a coincidence, not a leak."""
+    raw_values = {v for v in raw_values if distinctive(v)}
     found = []
     for where, table in places:
         for name, column in zip(table.column_names, table.columns, strict=True):

@@ -2,11 +2,19 @@
 and the checks run in Dagster on the posture asset (the BI role's finding is judged on the real PostgreSQL in
 test_security_access.py)."""
 
+import datetime as dt
+
 import dagster as dg
 import pyarrow as pa
 import pytest
 
 from platform_assets import posture, security
+from platform_assets.bronze import lineage_schema, with_lineage
+from platform_assets.cleansing import cleanse
+from platform_assets.generators import generate
+from platform_assets.gold import GOLD_TABLES
+from platform_assets.tables import SOURCE_TABLES
+from resources import PiiMasker
 
 KEY = "ab" * 32
 HARDENED = {"AEGIS_CHECKPOINT_KEYS": f"k1*={KEY}", "AEGIS_PII_KEY": "a-long-random-production-secret-123",
@@ -58,6 +66,63 @@ def test_raw_pii_downstream_is_found_where_it_is_and_nowhere_else():
     assert not judged.passed and judged.severity == posture.ERROR
     assert "serving.dim_customer.email_hash" in judged.description
     assert "ana@example.com" not in judged.description, "the finding names the place, never the value"
+
+
+def day_of_the_platform(day: str, rows: int, masker: PiiMasker) -> tuple[set[str], list[tuple[str, pa.Table]]]:
+    """One day through the platform's own logic: the sampled raw personal values of bronze/customers (as the
+    check samples them) and every silver, quarantine and gold table of that day."""
+    bronze = {}
+    for name in SOURCE_TABLES:
+        data = generate(name, day, rows)
+        schema = lineage_schema(data.schema)
+        stamp = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        bronze[name] = pa.Table.from_batches(list(with_lineage(data.to_reader(), schema, "b1", stamp, [])), schema)
+    places, silver = [], {}
+    for name, contract in SOURCE_TABLES.items():
+        result = cleanse(contract, bronze[name])
+        silver[name] = masker.mask(result.clean, contract.hashed_pii, contract.name_pii)
+        places += [(f"silver/{name}", silver[name]),
+                   (f"silver/quarantine/{name}", masker.mask(result.quarantine, contract.hashed_pii,
+                                                             contract.name_pii))]
+    places += [(f"gold/{g.name}", g.build(*(silver[i] for i in g.inputs))) for g in GOLD_TABLES]
+    contract, sample = SOURCE_TABLES["customers"], bronze["customers"].slice(0, security.SAMPLE_ROWS)
+    raw = {v for c in (*contract.hashed_pii, *contract.name_pii) for v in sample[c].to_pylist() if v}
+    return raw, places
+
+
+SWEEP = [(dt.date(2026, 11, 15) + dt.timedelta(days=i)).isoformat() for i in range(60)]  # across a year's end
+
+
+@pytest.mark.parametrize("day", SWEEP)
+def test_the_raw_pii_check_is_quiet_on_the_platforms_own_graph_whatever_the_day(day):
+    """60 consecutive days of the platform's own data (the generators draw from the day): never a finding on a
+    platform that masks correctly."""
+    raw, places = day_of_the_platform(day, 2000, PiiMasker(key="a-real-secret-for-the-sweep"))
+    judged = posture.raw_pii_downstream(raw, places)
+    assert judged.passed, f"{day}: {judged.description}"
+
+
+def test_the_raw_pii_check_fires_when_a_personal_column_travels_raw_into_silver_or_gold():
+    day = SWEEP[-1]
+    raw, places = day_of_the_platform(day, 2000, PiiMasker(key="a-real-secret-for-the-sweep"))
+    tables = dict(places)
+    silver, gold = tables["silver/customers"], tables["gold/dim_customer"]
+    bronze = generate("customers", day, 2000)  # the same rows the sample came from
+    raw_phones = bronze["phone"].slice(0, gold.num_rows)
+    judged = posture.raw_pii_downstream(raw, [*places, ("gold/dim_customer", gold.append_column("contact",
+                                                                                                raw_phones))])
+    assert not judged.passed and "gold/dim_customer.contact" in judged.description, judged.description
+    raw_names = bronze["name"].slice(0, silver.num_rows)
+    judged = posture.raw_pii_downstream(raw, [("silver/customers", silver.append_column("full_name", raw_names))])
+    assert not judged.passed and "silver/customers.full_name" in judged.description, judged.description
+
+
+def test_short_or_numeric_values_are_not_personal_data_by_coincidence():
+    assert not posture.distinctive("123") and not posture.distinctive("4567") and not posture.distinctive("12345678")
+    assert posture.distinctive("123.456.789-09") and posture.distinctive("+55 11 91234-5678")
+    assert posture.distinctive("Ana Lima") and posture.distinctive("ana.lima12@example.com")
+    quarantined = [("silver/quarantine/video_events", pa.table({"views": ["123", "-4"], "likes": ["7", "123"]}))]
+    assert posture.raw_pii_downstream({"123", "Ana Lima"}, quarantined).passed
 
 
 def test_the_posture_checks_run_on_the_posture_asset(embedded_world, monkeypatch):
