@@ -29,10 +29,17 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
         columns = ["id", "signup_date", *PERSONAL, "city", "state"]
         before = rows_as_stored(db, "customers")
         served = {r["customer_key"]: r for r in warehouse.query("SELECT * FROM serving.dim_customer").to_pylist()}
+        # the proof uses values that belong to this person alone: the synthetic names repeat (300 combinations for
+        # ~500 customers a day) and a namesake's rows rightly stay, so a shared value could not tell a leak from
+        # a namesake; e-mail and CPF are always the person's own
         person = next(dict(zip(columns, r, strict=True)) for r in before
                       if all(r[columns.index(c)] for c in PERSONAL) and r[0] in served)
-        masked = {v for k, v in served[person["id"]].items() if k.endswith("_hash") and v}
-        personal = {person[c] for c in PERSONAL} | masked
+        shared = {c: {r[columns.index(c)] for r in before if r[0] != person["id"]} for c in PERSONAL}
+        own = {c for c in PERSONAL if person[c] not in shared[c]}
+        assert {"email", "cpf"} <= own, f"the fixture's person shares {set(PERSONAL) - own} with someone"
+        masked = {v for k, v in served[person["id"]].items()
+                  if k.endswith("_hash") and v and k.removesuffix("_hash") in own}
+        personal = {person[c] for c in own} | masked
         destroyed = SubjectKeys(lake).load("customers")[str(person["id"])]
         manifest = store.manifest("customers", store.list("customers")[-1])
         assert manifest["sealed"]["columns"] == list(PERSONAL) and manifest["encryption"]
