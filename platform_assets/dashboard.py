@@ -64,7 +64,8 @@ def _inflation_panels(growth_ax, rates_ax, inflation: pa.Table | None) -> None:
     rates_ax.axis("off")
     rows = [r for r in (inflation.to_pylist() if inflation is not None else []) if r["nominal_growth"] is not None]
     if not rows:
-        growth_ax.text(0.5, 0.5, "no macro data served for this day", ha="center", va="center")
+        growth_ax.text(0.5, 0.5, "no macro data served for this day:\nthe macro indicators did not arrive\n"
+                       "(see bronze/macro_indicators); drawn again when they do", ha="center", va="center")
         growth_ax.set_axis_off()
         return
     rows.sort(key=lambda r: r["category"])

@@ -75,12 +75,11 @@ def ancestors(key: dg.AssetKey) -> frozenset[dg.AssetKey]:
     return frozenset(dg.AssetSelection.assets(key).upstream(include_self=False).resolve(graph))
 
 
-def enforce(context: dg.AssetExecutionContext, optional: frozenset[dg.AssetKey] = frozenset()) -> None:
+def enforce(context: dg.AssetExecutionContext) -> None:
     """Stop this step when a blocking check of an upstream day failed and no override names it; audit
-    overrides. An `optional` direct input (shown when it is there, e.g. a dashboard panel) and what lies above
-    only it do not gate the step."""
+    overrides."""
     day = context.partition_key
-    deps = {d for k in context.selected_asset_keys for d in context.assets_def.asset_deps[k]} - optional
+    deps = {d for k in context.selected_asset_keys for d in context.assets_def.asset_deps[k]}
     upstream = sorted(deps.union(*(ancestors(k) for k in deps)), key=str)
     found = blocks(context.instance, upstream, day)
     allowed = overridden(context.run.tags)

@@ -264,3 +264,29 @@ def test_the_dashboard_never_waits_for_the_macro_data(embedded_world, tmp_path):
         result = dg.materialize([reports.executive_dashboard], partition_key=day, instance=instance,
                                 resources={**embedded_world.resources, "warehouse": bare})
     assert _metadata(result, dashboard)["inflation_panel"].value is False
+
+
+def test_the_whole_day_in_one_run_without_the_macro_api_draws_the_dashboard_and_fails_only_the_macro_steps(
+        tmp_path):
+    """The README's quick start on a machine that cannot reach the central bank: Materialize all, one run. The
+    macro steps fail (no earlier answer to fall back to: nothing is invented); everything else is built, the
+    dashboard included, its macro panel saying there is no data."""
+    from platform_assets.definitions import asset_checks, assets
+    from platform_assets.runner import MEDALLION, embedded_resources, last_days
+
+    day = last_days(1)[0]
+    resources = embedded_resources(tmp_path, 500)
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens: as without internet
+    resources["macro_api"] = Flow(tmp_path, None).api(unreachable).model_copy(update={"lake": resources["lake"]})
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*assets, *asset_checks], selection=MEDALLION, partition_key=day, instance=instance,
+                                resources=resources, raise_on_error=False)
+    assert not result.success
+    failed = {e.step_key for e in result.get_step_failure_events()}
+    assert failed and all("macro" in step for step in failed), failed
+    dashboard = dg.AssetKey(["reports", "executive_dashboard"])
+    assert _metadata(result, dashboard)["inflation_panel"].value is False
+    png = resources["lake"].read_bytes("reports", "executive_dashboard", day, "dashboard.png")
+    assert png.startswith(b"\x89PNG"), "the dashboard's PNG is there"
+    built = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["serving", "fact_sales"]) in built and dg.AssetKey(["reports", "infra_audit"]) in built
