@@ -75,6 +75,7 @@ def _checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["source", ref.name])] if ref.schema is None and ref.name in SOURCE_TABLES else [],
         group_name="checkpoints",
         kinds={"parquet"},
+        skippable=True,  # a table that does not exist (yet, or any more) is said, not failed
         description=f"Checkpoint: an exact point-in-time copy of the whole {ref.label} table — every value with "
         "its type, every schema object, a fingerprint the database computed (checksummed Parquet and a sealed "
         "manifest, optionally encrypted), verified in full by its blocking check. The metadata lists every "
@@ -86,10 +87,13 @@ def _checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
                                 "sha256 of every file and Parquet row counts.") for ref in group.members]
 
     @dg.multi_asset(name=f"checkpoints__{group.op_id}", specs=specs, check_specs=checks,
-                    can_subset=len(group.members) > 1)
+                    can_subset=True)  # a subset too is how a table that does not exist is skipped
     def _assets(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
                 checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
-        refs = [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys]
+        refs = _present(context, source_db, checkpoints,
+                        [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys])
+        if not refs:
+            return
         checkpoint_id = new_checkpoint_id()
         with stopwatch() as clock, source_db.capture(refs) as captured:
             manifests = {ref.id: checkpoints.write_captured(captured[ref.id], checkpoint_id, list(captured.values()))
@@ -99,6 +103,25 @@ def _checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
                                       manifests[ref.id], clock["seconds"])
 
     return _assets
+
+
+def _present(context: dg.AssetExecutionContext, source_db: SourceDatabase, checkpoints: CheckpointStore,
+             refs: list[TableRef]) -> list[TableRef]:
+    """The tables of `refs` that exist; the others are said, never failed: on a fresh install a table does not
+    exist yet, and a protected table that is gone is the watch sensor's to restore (an hourly red run and alert
+    would only cry wolf)."""
+    existing, default = source_db.catalogue()
+    present = [ref for ref in refs if (ref.schema or default, ref.name) in existing]
+    for ref in refs:
+        if ref in present:
+            continue
+        if checkpoints.list(ref.id):
+            context.log.warning(f"{ref.label} is missing: not checkpointed this time; source_table_watch restores it "
+                                "from its newest checkpoint")
+        else:
+            context.log.info(f"{ref.label} does not exist yet: nothing to checkpoint (it is checkpointed once it "
+                             "exists)")
+    return present
 
 
 def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,

@@ -163,3 +163,41 @@ def test_a_retired_table_takes_no_new_checkpoint_and_its_checkpoints_expire_with
         week = {"ops": {"checkpoints__sales": {"config": {"keep_days": 0}}}}
         assert dg.materialize([retired], instance=instance, resources=resources, run_config=week).success
     assert store.list("sales") == [], "the newest goes too: a retired table leaves with its last checkpoint"
+
+
+def run_log(instance, result) -> str:
+    return " ".join(e.user_message for e in instance.all_logs(result.run_id))
+
+
+def test_the_hourly_checkpoint_on_a_fresh_install_succeeds_saying_which_tables_do_not_exist_yet(tmp_path):
+    from platform_assets.generators import generate
+    from platform_assets.tables import SOURCE_TABLES
+    from sensors.alerts import build_alert_sensor
+
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/fresh.db")  # nothing generated yet
+    store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
+    groups = [ConsistencyGroup((TableRef(None, t),)) for t in ("sales", "customers")]
+    assets = [checkpoints._checkpoint_assets(g) for g in groups]
+    with dg.instance_for_test() as instance:
+        fresh = dg.materialize(assets, instance=instance, resources=resources)
+        assert fresh.success and not fresh.get_asset_materialization_events(), "nothing to checkpoint: no failure"
+        logged = run_log(instance, fresh)
+        assert "sales does not exist yet" in logged and "customers does not exist yet" in logged
+
+        db.replace_day("sales", SOURCE_TABLES["sales"].day_column, "2026-06-01", generate("sales", "2026-06-01", 100))
+        db.replace_day("customers", SOURCE_TABLES["customers"].day_column, "2026-06-01",
+                       generate("customers", "2026-06-01", 100))
+        assert dg.materialize(assets, instance=instance, resources=resources).success
+        with db.connect() as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS sales")
+            conn.commit()
+        hourly = dg.materialize(assets, instance=instance, resources=resources)
+        assert hourly.success, "a lost table is the watch sensor's to restore, not an hourly failure"
+        assert [e.asset_key for e in hourly.get_asset_materialization_events()] == [
+            dg.AssetKey(["checkpoints", "customers"])]
+        assert "sales is missing: not checkpointed this time" in run_log(instance, hourly)
+        alerts = build_alert_sensor([dg.AssetKey(["checkpoints", "sales"])])
+        with dg.build_sensor_context(instance=instance) as context:
+            assert not alerts.evaluate_tick(context).run_requests
+        assert not [r for r in instance.get_runs() if r.status != dg.DagsterRunStatus.SUCCESS], "no failed run"
