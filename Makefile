@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 env: .env
 
 .env:
-	sed "s/^AEGIS_PII_KEY=dev-only-change-me$$/AEGIS_PII_KEY=dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" .env.example > .env
+	sed "s/^AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-change-me}$$/AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}/" .env.example > .env
 	@echo "wrote .env from .env.example (with a generated development PII key)"
 
 up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000
@@ -49,7 +49,7 @@ demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
 
-doctor: install env .dagster_home/dagster.yaml  ## one line per backend and setting (.env, the environment winning): OK / WARN / FAIL; exit 1 on FAIL
+doctor: install env .dagster_home/dagster.yaml  ## one line per backend and setting, configured as Dagster reads it (the environment wins over .env): OK / WARN / FAIL; exit 1 on FAIL
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.doctor
 
 metrics: install env .dagster_home/dagster.yaml  ## Prometheus/OpenMetrics on http://$(HOST):$(METRICS_PORT)/metrics (scrape config: README)

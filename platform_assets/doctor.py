@@ -1,11 +1,13 @@
 """`make doctor`: one line per check of every configured backend and setting, OK / WARN / FAIL with what to
-do; exit status 1 when anything FAILs. Secrets are never printed (see health.py)."""
+do; exit status 1 when anything FAILs. It reads `.env` exactly as Dagster's CLI does (the environment wins over
+lines written `NAME=${NAME:-default}`, see resources/env_file.py), so it checks what the platform uses; each
+backend's line shows the URL it checked. Secrets are never printed (see health.py)."""
 
-import os
 import sys
 from pathlib import Path
 
 from platform_assets.health import FAIL, WARN, Finding, run_all
+from resources.env_file import apply_env_file
 
 _COLOURS = {"OK": "\033[32m", WARN: "\033[33m", FAIL: "\033[31m"}
 
@@ -15,19 +17,9 @@ def line(finding: Finding, colour: bool = False) -> str:
     return f"{status}  {finding.check:<28} {finding.detail}" + (f" -> {finding.fix}" if finding.fix else "")
 
 
-def load_env_file(path: Path) -> None:
-    """KEY=VALUE lines of `.env`, for the variables the environment does not already set (it wins)."""
-    if not path.is_file():
-        return
-    for raw in path.read_text().splitlines():
-        name, sep, value = raw.strip().partition("=")
-        if sep and name and not name.startswith("#"):
-            os.environ.setdefault(name.strip(), value.strip())
-
-
 def main() -> int:
-    load_env_file(Path(".env"))
-    findings = run_all()
+    hidden = apply_env_file(Path(".env"))
+    findings = [Finding(WARN, "configuration", note) for note in hidden] + run_all()
     for finding in findings:
         print(line(finding, colour=sys.stdout.isatty()))
     failed = [f for f in findings if f.status == FAIL]

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from platform_assets.health import checkpoint_ages, macro_api, setting
 from resources import CheckpointStore, Lake
 from resources import gate_verdicts as verdicts
+from resources.env_file import apply_env_file
 from resources.macro_api import SERIES
 
 HISTORY = 1000  # materialisations read per asset and scrape
@@ -129,9 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9464)
     args = parser.parse_args(argv)
-    from platform_assets.doctor import load_env_file
-
-    load_env_file(Path(".env"))
+    for note in apply_env_file(Path(".env")):
+        print(f"WARN {note}", flush=True)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     REGISTRY.register(AegisCollector(instance))
     start_http_server(args.port, addr=args.host)

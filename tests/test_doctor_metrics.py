@@ -121,3 +121,41 @@ def _scrape(url: str, server: subprocess.Popen) -> str:
                 said = server.stdout.read() if server.poll() is not None else "(still starting)"
                 pytest.fail(f"metrics server did not answer: {said}")
             time.sleep(0.5)
+
+
+def make_env_file(project: Path) -> Path:
+    """`.env` written by `make env` from `.env.example`, as a new user has it."""
+    (project / ".env.example").write_text((ROOT / ".env.example").read_text())
+    subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), ".env"], cwd=project, check=True,
+                   capture_output=True)
+    return project / ".env"
+
+
+def test_with_a_dotenv_present_the_environment_wins_for_dagster_and_for_the_doctor_alike(tmp_path):
+    """One rule: a value given in the environment is what Dagster's CLI (which reads .env over the environment)
+    and make doctor use — `make env` writes each line as NAME=${NAME:-default}."""
+    from platform_assets.runner import last_days
+
+    dotenv = make_env_file(tmp_path)
+    assert "AEGIS_SOURCE_URL=${AEGIS_SOURCE_URL:-sqlite:///data/source.db}" in dotenv.read_text()
+    elsewhere = tmp_path / "elsewhere.db"
+    env = embedded_env(tmp_path, AEGIS_SOURCE_URL=f"sqlite:///{elsewhere}")
+    env.pop("DAGSTER_HOME")  # AEGIS_ROWS_PER_DAY is not in the environment: only .env gives it
+    day = last_days(1)[0]
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+                           "platform_assets.definitions", "--select", "source/sales", "--partition", day],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(elsewhere) as conn:  # the environment's database, .env's volume (10,000 a day)
+        assert conn.execute("SELECT count(*) FROM sales").fetchone()[0] >= 10_000
+    assert not (tmp_path / "data" / "source.db").exists(), ".env's default was not used"
+
+    result = doctor(env, tmp_path)
+    assert f"sqlite:///{elsewhere}"[len("sqlite:///"):] in result.stdout, result.stdout
+    assert "sets AEGIS_SOURCE_URL plainly" not in result.stdout
+
+    dotenv.write_text(dotenv.read_text() + f"AEGIS_SOURCE_URL=sqlite:///{tmp_path}/plain.db\n")  # by hand
+    result = doctor(env, tmp_path)
+    source = [line for status, line in findings(result.stdout) if line.startswith("source database")]
+    assert source and "plain.db" in source[0], "the doctor checks what Dagster would use: the plain line"
+    assert "sets AEGIS_SOURCE_URL plainly" in result.stdout and "elsewhere.db" in result.stdout, result.stdout
