@@ -13,13 +13,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+import adbc_driver_manager
 import dagster as dg
 import duckdb
 import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
 from resources.adbc import adbc_connection
-from resources.identifiers import check_day, check_identifier, quote
+from resources.identifiers import check_day, check_identifier, quote, quote_literal
 from resources.urls import ParsedUrl, absolute, parse_url
 from resources.warehouse_access import Grant, role, setup_statements
 
@@ -31,12 +32,16 @@ SCHEMES = {
 _PG_WRITER_LOCK = 0x4AE615  # any constant: the advisory lock all warehouse writers queue on
 
 
+class WarehousePermissionError(PermissionError):
+    """The warehouse database refused a publish; the message names the role, the database and what to run."""
+
+
 class Warehouse(dg.ConfigurableResource):
     """Serving tables for BI and reports: `serving.<table>`, published per daily partition."""
 
     url: str
     schema_name: str = "serving"
-    writer_role: str = "aegis_writer"  # PostgreSQL: publish as this role when the login is a member of it
+    writer_role: str = "aegis_writer"  # PostgreSQL: publish as this role where it owns the schema (warehouse_access)
     ENV_VAR: ClassVar[str] = "AEGIS_WAREHOUSE_URL"
 
     @property
@@ -117,28 +122,47 @@ class Warehouse(dg.ConfigurableResource):
             return data.num_rows
         with adbc_connection(self.parsed, self.ENV_VAR) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
-            cur.execute(f"SELECT 1 FROM pg_namespace WHERE nspname = '{check_identifier(self.schema_name)}'")
+            cur.execute(f"SELECT 1 FROM pg_namespace WHERE nspname = {quote_literal(self.schema_name)}")
             if not cur.fetchall():
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema_name)}")
-            self._as_writer(cur)
-            cur.adbc_ingest(table, data.slice(0, 0), mode="create_append", db_schema_name=self.schema_name)
-            cur.execute(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{target}'::regclass")
-            if not cur.fetchone()[0]:  # a new table shows non-owners (BI) nothing until its policy is applied
-                cur.execute(f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY")
-            if "{staged}" in where:
-                cur.adbc_ingest(staged.strip('"'), data, mode="replace", temporary=True)
-            cur.execute(delete)
-            cur.adbc_ingest(table, data, mode="append", db_schema_name=self.schema_name)
+            as_role = self._as_writer(cur)
+            try:
+                cur.adbc_ingest(table, data.slice(0, 0), mode="create_append", db_schema_name=self.schema_name)
+                cur.execute(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{target}'::regclass")
+                if not cur.fetchone()[0]:  # a new table shows non-owners (BI) nothing until its policy is applied
+                    cur.execute(f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY")
+                if "{staged}" in where:
+                    cur.adbc_ingest(staged.strip('"'), data, mode="replace", temporary=True)
+                cur.execute(delete)
+                cur.adbc_ingest(table, data, mode="append", db_schema_name=self.schema_name)
+            except adbc_driver_manager.Error as exc:
+                if "permission denied" not in str(exc):
+                    raise
+                raise WarehousePermissionError(
+                    f"{self.ENV_VAR}={self.parsed.display}: publishing {self.schema_name}.{table} as role {as_role} "
+                    f"in database {self.parsed.location.rsplit('/', 1)[-1].split('?')[0]} was refused "
+                    f"({str(exc).splitlines()[0][:200]}). Materialise security/warehouse_access against this "
+                    f"warehouse (it gives the writer role {self.writer_role} the {self.schema_name} schema), or run "
+                    f"GRANT USAGE, CREATE ON SCHEMA {self.schema_name} TO {as_role} and make it the owner of the "
+                    f"schema's tables") from None
             conn.commit()
         return data.num_rows
 
-    def _as_writer(self, cur: Any) -> None:
-        """Publish as the writer role (the owner of the serving tables) when it exists and the login may."""
-        cur.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = "
-                    f"'{role(self.writer_role, 'AEGIS_WRITER_ROLE')}'")
+    def _as_writer(self, cur: Any) -> str:
+        """Publish as the writer role (the owner of the serving tables) when this database says so: the role may
+        create in its serving schema (security/warehouse_access set it up here) and the login is a member. Roles
+        are server-wide, so a writer role made for another database of the server changes nothing here. Returns
+        the role the rows are written as."""
+        cur.execute("SELECT pg_has_role(current_user, r.oid, 'MEMBER') AND has_schema_privilege(r.oid, n.oid, "
+                    "'CREATE') FROM "
+                    f"pg_roles r JOIN pg_namespace n ON n.nspname = {quote_literal(self.schema_name)} "
+                    f"WHERE r.rolname = {quote_literal(role(self.writer_role, 'AEGIS_WRITER_ROLE'))}")
         found = cur.fetchone()
         if found and found[0]:
             cur.execute(f"SET LOCAL ROLE {quote(self.writer_role)}")
+            return self.writer_role
+        cur.execute("SELECT current_user")
+        return cur.fetchone()[0]
 
     def role_privileges(self, name: str) -> dict[str, object] | None:
         """What role `name` may do in this warehouse database (None for DuckDB): the BI posture check."""

@@ -90,3 +90,49 @@ def test_upsert_replaces_rows_by_key(tmp_path):
     warehouse.upsert("dim", pa.table({"k": ["b", "c"], "v": [20, 30]}), ["k"])
     rows = sorted(warehouse.query(f"SELECT * FROM {warehouse.qualified('dim')}").to_pylist(), key=lambda r: r["k"])
     assert rows == [{"k": "a", "v": 1}, {"k": "b", "v": 20}, {"k": "c", "v": 30}]
+
+
+def test_a_writer_role_made_for_another_database_of_the_server_does_not_stop_publishing_elsewhere(make_pg_database):
+    """Roles are server-wide: security/warehouse_access set up for one warehouse database must not make every
+    other database of the server (a staging warehouse, a re-created one) refuse to publish. A real refusal names
+    the role, the database and what to run. Roles made here are uniquely named and dropped."""
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as pg
+    import dagster as dg
+
+    from platform_assets import security
+    from resources.warehouse import WarehousePermissionError
+
+    tag = uuid.uuid4().hex[:6]
+    writer, bi, login = f"aegis_writer_t{tag}", f"aegis_bi_t{tag}", f"platform_t{tag}"
+    first, second = make_pg_database("first_warehouse"), make_pg_database("second_warehouse")
+    try:
+        secured = Warehouse(url=first, writer_role=writer)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AEGIS_BI_ROLE", bi)
+            assert dg.materialize([security.warehouse_access], resources={"warehouse": secured}).success
+        fresh = Warehouse(url=second, writer_role=writer)
+        day = pa.table({"day": pa.array([DAY] * 5).cast(pa.date32()), "n": list(range(5))})
+        assert fresh.publish_partition("metrics", day, "day", DAY) == 5, "published as the login, not the writer"
+        assert fresh.read("metrics", "day", DAY, DAY).num_rows == 5
+        assert secured.publish_partition("metrics", day, "day", DAY) == 5, "where it was set up: as the writer"
+        with pg.connect(first) as conn, conn.cursor() as cur:
+            cur.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'serving' AND tablename = 'metrics'")
+            assert cur.fetchone()[0] == writer
+
+        with pg.connect(second, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE ROLE "{login}" LOGIN')
+            cur.execute(f'GRANT CONNECT ON DATABASE "{second.rsplit("/", 1)[1]}" TO "{login}"')
+        intruder = Warehouse(url=second.replace("://postgres@", f"://{login}@"), writer_role=writer)
+        with pytest.raises(WarehousePermissionError) as refused:
+            intruder.publish_partition("metrics", day, "day", DAY)
+        said = str(refused.value)
+        assert f"as role {login}" in said and "second_warehouse" in said and "security/warehouse_access" in said
+        assert "GRANT USAGE, CREATE ON SCHEMA serving" in said
+    finally:
+        with pg.connect(first.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn, conn.cursor() as cur:
+            for url in (first, second):
+                cur.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            for role in (login, bi, writer):
+                cur.execute(f'DROP ROLE IF EXISTS "{role}"')
