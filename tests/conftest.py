@@ -331,3 +331,32 @@ def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
 def world(request: pytest.FixtureRequest) -> World:
     """Each reconciliation test runs on both stacks."""
     return request.getfixturevalue(f"{request.param}_world")
+
+
+# ---------------------------------------------------------------- server-wide state
+
+_ROLES = pytest.StashKey[set | None]()
+
+
+def _server_roles() -> set[str] | None:
+    """The PostgreSQL server's roles (server-wide: a test that leaves one behind changes every later run)."""
+    if not _port_open("127.0.0.1", 5432):
+        return None
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(PG_ADMIN_URL) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles")
+        return {r[0] for r in cur.fetchall()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, with or without pytest-xdist
+        session.config.stash[_ROLES] = _server_roles()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_ROLES, None)
+    after = _server_roles() if before is not None else None
+    if before is not None and after is not None and (left := sorted(after - before)):
+        session.config.get_terminal_writer().line(f"FAILED: the tests left server-wide roles behind: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

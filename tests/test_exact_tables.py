@@ -31,9 +31,13 @@ def pg_rows(url: str, table_sql: str) -> list[str]:
 
 @pytest.fixture
 def realistic(make_pg_database, tmp_path):
+    """The realistic schema in a database of its own; its reader role (roles are server-wide) is named for this
+    test alone and dropped after it."""
     url = make_pg_database("exact")
-    psql(url, REALISTIC.read_text())
-    return SourceDatabase(url=url), CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    reader = f"aegis_reader_{uuid.uuid4().hex[:8]}"
+    psql(url, REALISTIC.read_text().replace("aegis_test_reader", reader))
+    yield SourceDatabase(url=url), CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
+    psql(url, f"DROP OWNED BY {reader}; DROP ROLE {reader}")
 
 
 def test_every_common_postgres_type_round_trips_exactly(realistic):
