@@ -44,19 +44,19 @@ validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 demo: install  ## headless: the whole graph for the last $(DAYS) days on a fresh temp dir, summarised per layer
-	$(BIN)/python -m platform_assets.runner --days $(DAYS) --rows $(ROWS)
+	$(BIN)/python -m platform_assets.ops.runner --days $(DAYS) --rows $(ROWS)
 
 clean:
 	rm -rf data .dagster_home .pytest_cache .ruff_cache test-artifacts
 
 doctor: install env .dagster_home/dagster.yaml  ## one line per backend and setting, configured as Dagster reads it (the environment wins over .env): OK / WARN / FAIL; exit 1 on FAIL
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.doctor
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.ops.doctor
 
 metrics: install env .dagster_home/dagster.yaml  ## Prometheus/OpenMetrics on http://$(HOST):$(METRICS_PORT)/metrics (scrape config: README)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.metrics --host $(HOST) --port $(METRICS_PORT)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/python -m platform_assets.ops.metrics --host $(HOST) --port $(METRICS_PORT)
 
 migrate-lake: install env  ## convert a lake written before Delta Lake (a _commit.json per partition); nothing is deleted
-	set -a && . ./.env && set +a && $(BIN)/python -m resources.lake_migration $(if $(LAKE),--lake $(LAKE))
+	set -a && . ./.env && set +a && $(BIN)/python -m resources.lake.migration $(if $(LAKE),--lake $(LAKE))
 
 drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)

@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from platform_assets.generators import generate
-from platform_assets.restoring import plan_restore, restore_one
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.generators import generate
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.protection.restoring import plan_restore, restore_one
 from resources import CheckpointStore, Lake, SourceDatabase
-from resources.checkpoint_format import fingerprint_of
+from resources.fingerprints import fingerprint_of
 
 TABLE = "infra_logs"
 DAY = "2026-06-01"

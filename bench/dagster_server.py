@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.sgs_mirror import SyntheticSgs
+from resources.http.sgs_mirror import SyntheticSgs
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_INSTANCE = ROOT / "docker/dagster.local.yaml"

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from platform_assets.definitions import defs
-    from platform_assets.runner import last_days
+    from platform_assets.ops.runner import last_days
     from resources import CheckpointStore, Lake, SourceDatabase
-    from resources.table_refs import TableRef
+    from resources.databases.table_refs import TableRef
 
     instance = dg.DagsterInstance.get()
     resources = defs.resources  # EnvVar-configured, resolved by Dagster inside runs

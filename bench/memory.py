@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from platform_assets.restoring import restore_one
+from platform_assets.protection.restoring import restore_one
 from resources import CheckpointStore, Lake, SourceDatabase
 
 

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from platform_assets.restoring import plan_restore, restore
+from platform_assets.protection.restoring import plan_restore, restore
 from resources import CheckpointStore, Lake, SourceDatabase
-from resources import postgres_tables as pg
-from resources.table_refs import TableRef
+from resources.databases import postgres_tables as pg
+from resources.databases.table_refs import TableRef
 
 TABLE = TableRef(None, "bench_orders")
 SCHEMA = """

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from bench import cases
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.tables import SOURCE_TABLES
 from resources import CheckpointStore, Lake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,8 @@ def storage(rows: int, work: Path) -> list[dict]:
 def pipeline(rows: int, work: Path) -> dict:
     import dagster as dg
 
-    from platform_assets.runner import embedded_resources, last_days, run_graph
-    from resources.sgs_mirror import SyntheticSgs
+    from platform_assets.ops.runner import embedded_resources, last_days, run_graph
+    from resources.http.sgs_mirror import SyntheticSgs
 
     with dg.instance_for_test() as instance, SyntheticSgs() as macro_url:  # the macro series on loopback
         summary = run_graph(embedded_resources(work / f"pipeline-{rows}", rows, macro_url=macro_url), last_days(1),
@@ -130,7 +130,7 @@ def ui_day(rows: int, work: Path) -> dict:
     the webserver's GraphQL `launchRun` on a real instance (the one `make up` runs), queued and run by the real
     daemon. Wall time from the launch to the run's success as the webserver reports it."""
     from bench.dagster_server import DAILY_GROUPS, dagster_server, embedded_env, local_home
-    from platform_assets.runner import last_days
+    from platform_assets.ops.runner import last_days
 
     root = work / f"ui-{rows}"
     local_home(root)

@@ -5,31 +5,20 @@ import os
 
 import dagster as dg
 
-from platform_assets import (
-          bronze,
-          checkpoints,
-          erasure,
-          gates,
-          gold,
-          key_rotation,
-          lake_maintenance,
-          macro,
-          macro_quality,
-          quality,
-          recovery,
-          reports,
-          security,
-          serving,
-          silver,
-          source,
-)
-from platform_assets.automation import automation_sensor
-from platform_assets.lake_catalogue import LAKE_TABLES
-from platform_assets.lake_restore import lake_restore_job
-from platform_assets.protected import GROUPS, PROTECTED, RESOLUTION
+from platform_assets.lake import maintenance as lake_maintenance
+from platform_assets.lake.catalogue import LAKE_TABLES
+from platform_assets.lake.restore import lake_restore_job
+from platform_assets.layers import bronze, checks, gold, reports, serving, silver, source
+from platform_assets.macro import checks as macro_checks
+from platform_assets.macro import indicators as macro
+from platform_assets.protection import loaded as protection
+from platform_assets.quality import gates
+from platform_assets.quality.automation import automation_sensor
+from platform_assets.security import assets as security
+from platform_assets.security import erasure, key_rotation
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
-from resources.lake_settings import retention_from_env
-from resources.macro_api import DEFAULT_URL, MacroSeriesApi
+from resources.http.macro_api import DEFAULT_URL, MacroSeriesApi
+from resources.lake.settings import retention_from_env
 from sensors.alerts import build_alert_sensor
 from sensors.jobs import jobs, lake_rebuild_job, recovery_job
 from sensors.lake_watch import build_lake_watch
@@ -37,16 +26,16 @@ from sensors.schedules import build_quality_recheck, schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
-          *checkpoints.assets, *recovery.assets, recovery.recovery_log, *lake_maintenance.assets, gates.gate_log,
+          *protection.checkpoints, *protection.recoveries, protection.log, *lake_maintenance.assets, gates.gate_log,
           *security.assets, erasure.erasure_log]
-daily_checks = [*quality.checks, *macro_quality.checks]  # checkpoints verify what they wrote in their own step
+daily_checks = [*checks.checks, *macro_checks.checks]  # checkpoints verify what they wrote in their own step
 asset_checks = [*daily_checks, *security.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
-sensors = [build_source_watch(PROTECTED, recovery_job, recovery_policy, RESOLUTION.empty_patterns, GROUPS,
-                              RESOLUTION.notes, RESOLUTION.retired),
-           build_alert_sensor(sorted({spec.asset_key for check in asset_checks for spec in check.check_specs}
-                                     | {spec.asset_key for group in checkpoints.assets for spec in group.check_specs},
-                                     key=str)),
+resolution = protection.RESOLUTION
+sensors = [build_source_watch(resolution.tables, recovery_job, recovery_policy, resolution.empty_patterns,
+                              protection.GROUPS, resolution.notes, resolution.retired),
+           build_alert_sensor(sorted({spec.asset_key for definition in [*asset_checks, *protection.checkpoints]
+                                      for spec in definition.check_specs}, key=str)),
            automation_sensor(),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
@@ -70,7 +59,7 @@ resources = {
 # cost minutes (a day from the UI: 219 s with the default multiprocess executor, 101-115 s with a preloading
 # forkserver, 18-22 s in process; see README "Fast from the UI").
 defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
-                      jobs=[*jobs, *recovery.jobs, lake_restore_job, lake_maintenance.maintenance_job,
+                      jobs=[*jobs, *protection.restore_jobs, lake_restore_job, lake_maintenance.maintenance_job,
                             *key_rotation.jobs, erasure.forget_customer],
                       schedules=[*schedules, quality_recheck, lake_maintenance.maintenance_schedule],
                       sensors=sensors, resources=resources, executor=dg.in_process_executor)

@@ -1,1 +1,1 @@
-"""Automation: the jobs, their schedules and (later) the sensors that watch the platform."""
+"""Sensors (source watch, lake watch, alerts), schedules and the jobs they target. Imports: resources."""

@@ -20,7 +20,7 @@ from typing import Protocol
 import dagster as dg
 
 from resources import Lake
-from resources.delta_tables import HISTORY_DEPTH, TimeTravelError, check_within_retention
+from resources.lake.delta_tables import HISTORY_DEPTH, TimeTravelError, check_within_retention
 from sensors.alerts import WEBHOOK_VAR, post
 
 RESTORE_OP = "restore_lake_table"

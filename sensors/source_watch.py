@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import dagster as dg
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
-from resources.adbc import OUTAGE_ERRORS
-from resources.consistency_groups import ConsistencyGroup, group_of
-from resources.table_refs import TableRef
+from resources.databases.adbc import OUTAGE_ERRORS
+from resources.databases.consistency_groups import ConsistencyGroup, group_of
+from resources.databases.table_refs import TableRef
 from resources.urls import redact
 
 MAX_RETRIES = 2  # a restore run that failed is tried again this many times while the table stays lost

@@ -15,14 +15,14 @@ import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from resources.sgs_mirror import SyntheticSgs  # noqa: E402
+from resources.http.sgs_mirror import SyntheticSgs  # noqa: E402
 
 # The macro series of every test (and of the daemons and webservers they start) come from a synthetic SGS
 # server on loopback, never from the internet; tests of failures script their own server (test_macro_*.py).
 _SGS = SyntheticSgs()
 os.environ["AEGIS_MACRO_API_URL"] = _SGS.__enter__()
 
-from platform_assets.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
+from platform_assets.ops.runner import GraphSummary, embedded_resources, last_days, run_graph  # noqa: E402
 from resources import (  # noqa: E402
     CheckpointStore,
     Lake,
@@ -32,7 +32,7 @@ from resources import (  # noqa: E402
     SyntheticVolume,
     Warehouse,
 )
-from resources.macro_api import MacroSeriesApi  # noqa: E402
+from resources.http.macro_api import MacroSeriesApi  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PII_KEY = "test-secret-pii-key"

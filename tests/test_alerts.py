@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from platform_assets.gates import gated
+from platform_assets.quality.gates import gated
 from sensors.alerts import WEBHOOK_VAR, build_alert_sensor
 
 

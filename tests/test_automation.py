@@ -4,8 +4,8 @@ and stops at the layer whose blocking check failed on a dirty day."""
 import time
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
-from platform_assets.gold import GOLD_TABLES
-from platform_assets.runner import last_days
+from platform_assets.layers.gold import GOLD_TABLES
+from platform_assets.ops.runner import last_days
 from resources import SourceDatabase
 
 DAY = last_days(1)[0]  # the latest daily partition: what automation looks after

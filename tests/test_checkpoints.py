@@ -14,13 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from platform_assets import restoring
-from platform_assets.generators import generate
-from platform_assets.restoring import RestoreFailedError, plan_restore, restore
-from platform_assets.safeguard import aside_name
-from platform_assets.tables import SOURCE_TABLES
-from resources import CheckpointStore, Lake, SourceDatabase, sqlite_tables
-from resources.checkpoint_format import CheckpointKeyError, InvalidCheckpointIdError, fingerprint_of
+from platform_assets.layers.generators import generate
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.protection import restoring
+from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
+from platform_assets.protection.safeguard import aside_name
+from resources import CheckpointStore, Lake, SourceDatabase
+from resources.checkpoints.format import CheckpointKeyError, InvalidCheckpointIdError
+from resources.databases import sqlite_tables
+from resources.fingerprints import fingerprint_of
 from resources.identifiers import InvalidIdentifierError
 from tests.conftest import rows_as_stored, schema_as_dumped
 
@@ -256,7 +258,8 @@ def test_a_source_failing_mid_read_raises_and_writes_no_manifest(tmp_path, monke
 
 WRITER = textwrap.dedent("""
     import sys
-    from resources import CheckpointStore, Lake, SourceDatabase, sqlite_tables
+    from resources import CheckpointStore, Lake, SourceDatabase
+    from resources.databases import sqlite_tables
     store = CheckpointStore(lake=Lake(url=sys.argv[2]), rows_per_file=20_000, encryption_key="")
     store.write(SourceDatabase(url=sys.argv[1]), "infra_logs")
 """)

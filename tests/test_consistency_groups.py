@@ -8,12 +8,14 @@ import subprocess
 import dagster as dg
 import pytest
 
-from platform_assets import checkpoints, recovery
-from platform_assets.protected import resolve
-from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase, table_capture
-from resources import sqlite_tables as lite
-from resources.consistency_groups import ConsistencyGroupError, build_groups
-from resources.table_refs import TableRef
+from platform_assets.protection import checkpoints, recovery
+from platform_assets.protection.protected import resolve
+from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
+from resources.databases import sqlite_tables as lite
+from resources.databases import table_capture
+from resources.databases.consistency_groups import ConsistencyGroupError, build_groups
+from resources.databases.table_refs import TableRef
+from sensors.jobs import recovery_job
 from sensors.source_watch import build_source_watch
 from tests.conftest import rows_as_stored, schema_as_dumped
 
@@ -127,7 +129,7 @@ def test_a_group_checkpointed_while_the_application_writes_restores_together_wit
     before = {t: rows_as_stored(db, t) for t in ("customers", "orders")}
     schema = {t: schema_as_dumped(db, t) for t in ("customers", "orders")} if db.kind == "postgres" else None
     with dg.instance_for_test() as instance:
-        taken = dg.materialize([checkpoints._checkpoint_assets(group)], instance=instance, resources=resources)
+        taken = dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources)
         assert taken.success and reads == ["read", "read"]
         assert orphans(db) == 0 and rows_as_stored(db, "customers") != before["customers"], "the writes landed"
         ids = {store.list(t)[-1] for t in ("customers", "orders")}
@@ -135,7 +137,7 @@ def test_a_group_checkpointed_while_the_application_writes_restores_together_wit
 
         drop(db, "orders", "customers")
         keys = [dg.AssetKey(["recovery", t]) for t in ("customers", "orders")]
-        run = dg.materialize([recovery._recovery_assets(group)], instance=instance, resources=resources,
+        run = dg.materialize([recovery.recovery_assets(group)], instance=instance, resources=resources,
                              selection=keys)
         assert run.success
     assert {t: rows_as_stored(db, t) for t in ("customers", "orders")} == before, "both as of one moment"
@@ -159,13 +161,13 @@ def test_a_table_restored_alone_warns_that_its_partner_is_newer(linked, tmp_path
     db, _ = linked
     group, resources = protect_both(db, tmp_path)
     with dg.instance_for_test() as instance:
-        assert dg.materialize([checkpoints._checkpoint_assets(group)], instance=instance, resources=resources).success
+        assert dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources).success
         with db.connect() as conn, conn.cursor() as cur:
             cur.execute("INSERT INTO customers VALUES (2000, 'later')")
             cur.execute("INSERT INTO orders (customer_id, total) VALUES (2000, 1.00)")
             conn.commit()
         drop(db, "customers")  # PostgreSQL's CASCADE also drops the foreign key of orders
-        run = dg.materialize([recovery._recovery_assets(group)], instance=instance, resources=resources,
+        run = dg.materialize([recovery.recovery_assets(group)], instance=instance, resources=resources,
                              selection=[dg.AssetKey(["recovery", "customers"])])
         assert run.success
         (event,) = [e for e in run.get_asset_materialization_events()
@@ -180,12 +182,12 @@ def test_a_table_restored_alone_warns_that_its_partner_is_newer(linked, tmp_path
 def test_the_watch_restores_a_group_lost_at_once_in_one_run(linked, tmp_path):
     db, _ = linked
     group, resources = protect_both(db, tmp_path)
-    assets = [checkpoints._checkpoint_assets(group), recovery._recovery_assets(group)]
+    assets = [checkpoints.checkpoint_assets(group), recovery.recovery_assets(group)]
     before = {t: rows_as_stored(db, t) for t in ("customers", "orders")}
     with dg.instance_for_test() as instance:
         assert dg.materialize(assets[:1], instance=instance, resources=resources).success
         drop(db, "orders", "customers")
-        sensor = build_source_watch(list(group.members), recovery.jobs[0], RecoveryPolicy(), groups=[group])
+        sensor = build_source_watch(list(group.members), recovery_job, RecoveryPolicy(), groups=[group])
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             (request,) = sensor.evaluate_tick(context).run_requests
         assert set(request.asset_selection) == {dg.AssetKey(["recovery", t]) for t in ("customers", "orders")}

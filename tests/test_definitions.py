@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from platform_assets.definitions import defs
-from platform_assets.partitions import daily
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.partitions import daily
+from platform_assets.layers.tables import SOURCE_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from platform_assets import lake_maintenance
-from platform_assets.lake_catalogue import LAKE_TABLES
-from platform_assets.lake_restore import lake_restore_job
+from platform_assets.lake import maintenance as lake_maintenance
+from platform_assets.lake.catalogue import LAKE_TABLES
+from platform_assets.lake.restore import lake_restore_job
 from resources import Lake
-from resources.delta_tables import TimeTravelError
-from resources.lake import LakeWriteConflict, LegacyLakeError
-from resources.lake_migration import main as migrate
+from resources.lake.delta_tables import TimeTravelError
+from resources.lake.lake import LakeWriteConflict, LegacyLakeError
+from resources.lake.migration import main as migrate
 from sensors.alerts import build_alert_sensor
 
 DAY, OTHER = "2026-03-01", "2026-03-02"
@@ -249,7 +249,7 @@ def test_without_conditional_writes_each_tables_writers_share_a_pool_whose_limit
 
     import yaml
 
-    from resources.lake_settings import writer_pool
+    from resources.lake.settings import writer_pool
 
     assert writer_pool("silver/quarantine", "sales") is None, "by default Delta's own commit protocol arbitrates"
     monkeypatch.setenv("AEGIS_LAKE_SINGLE_WRITER", "true")
@@ -290,7 +290,7 @@ def test_a_whole_table_goes_back_to_a_version_or_a_time_and_mistakes_are_named(t
 
 
 def test_a_step_that_lost_a_partition_to_another_writer_runs_again_and_succeeds():
-    from platform_assets.lake_writes import retried_on_conflict
+    from platform_assets.layers.lake_writes import retried_on_conflict
 
     attempts = []
 

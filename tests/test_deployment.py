@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.dagster_server import DagsterServer, dagster_server, synthetic_sgs_url
-from platform_assets.runner import last_days
+from platform_assets.ops.runner import last_days
 from tests.conftest import Browser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,7 +34,7 @@ def embedded_env(work: Path, **extra: str) -> dict[str, str]:
 
 
 def doctor(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "platform_assets.doctor"], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "platform_assets.ops.doctor"], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=180)
 
 
@@ -86,7 +86,7 @@ def test_metrics_serve_openmetrics_with_the_checkpoint_age_of_every_protected_ta
     store = CheckpointStore(lake=Lake(url=env["AEGIS_LAKE_URL"]), encryption_key=CHECKPOINT_KEY)
     store.write(SourceDatabase(url=env["AEGIS_SOURCE_URL"]), "customers")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "platform_assets.metrics", "--port", str(port)], cwd=tmp_path,
+    server = subprocess.Popen([sys.executable, "-m", "platform_assets.ops.metrics", "--port", str(port)], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     try:
@@ -134,7 +134,7 @@ def make_env_file(project: Path) -> Path:
 def test_with_a_dotenv_present_the_environment_wins_for_dagster_and_for_the_doctor_alike(tmp_path):
     """One rule: a value given in the environment is what Dagster's CLI (which reads .env over the environment)
     and make doctor use — `make env` writes each line as NAME=${NAME:-default}."""
-    from platform_assets.runner import last_days
+    from platform_assets.ops.runner import last_days
 
     dotenv = make_env_file(tmp_path)
     assert "AEGIS_SOURCE_URL=${AEGIS_SOURCE_URL:-sqlite:///data/source.db}" in dotenv.read_text()

@@ -7,10 +7,10 @@ this one without name, e-mail, CPF or phone, and the audit log says when and by 
 import dagster as dg
 import pytest
 
-from platform_assets.erasure import ERASURE_LOG, forget_customer
-from platform_assets.restoring import plan_restore, restore
-from platform_assets.runner import embedded_resources, last_days, run_graph
-from resources.subject_keys import SubjectKeys
+from platform_assets.ops.runner import embedded_resources, last_days, run_graph
+from platform_assets.protection.restoring import plan_restore, restore
+from platform_assets.security.erasure import ERASURE_LOG, forget_customer
+from resources.checkpoints.subject_keys import SubjectKeys
 from tests.conftest import lake_contents, rows_as_stored
 from tests.test_checkpoints import drop
 
@@ -95,7 +95,7 @@ def test_without_an_erasure_a_sealed_checkpoint_restores_every_value_with_the_fu
 @pytest.mark.parametrize("spec, says", [("customers:id", "is not `table:subject_column"),
                                         ("customers:nope:email", "has no column nope")])
 def test_a_wrong_subject_configuration_is_a_clear_error(tmp_path, monkeypatch, spec, says):
-    from resources.subject_sealing import SealingError
+    from resources.subjects import SealingError
 
     resources = embedded_resources(tmp_path, 200)
     with dg.instance_for_test() as instance:

@@ -4,15 +4,15 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from platform_assets import source
-from platform_assets.cleansing import ContractBreakError, cleanse
-from platform_assets.runner import check_partitions
-from platform_assets.tables import SALES
+from platform_assets.layers import source
+from platform_assets.layers.cleansing import ContractBreakError, cleanse
+from platform_assets.layers.tables import SALES
+from platform_assets.ops.runner import check_partitions
 from resources import Lake, PiiMasker, SourceDatabase, SyntheticVolume, Warehouse
-from resources.adbc import DatabaseUnreachableError
+from resources.databases.adbc import DatabaseUnreachableError
+from resources.databases.source_database import UnknownTableError
 from resources.identifiers import InvalidIdentifierError
-from resources.lake import LakeUnreachableError, PartitionNotFoundError
-from resources.source_database import UnknownTableError
+from resources.lake.lake import LakeUnreachableError, PartitionNotFoundError
 from resources.urls import ConfigurationError
 from tests.conftest import World
 

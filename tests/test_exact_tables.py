@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from platform_assets.restoring import RestoreFailedError, plan_restore, restore
-from resources import CheckpointStore, Lake, SourceDatabase, postgres_tables, sqlite_tables
-from resources.postgres_tables import UnsupportedTypeError
-from resources.table_refs import TableRef
+from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
+from resources import CheckpointStore, Lake, SourceDatabase
+from resources.databases import postgres_tables, sqlite_tables
+from resources.databases.postgres_tables import UnsupportedTypeError
+from resources.databases.table_refs import TableRef
 from tests.conftest import schema_as_dumped
 
 REALISTIC = Path(__file__).parent / "sql" / "realistic_postgres.sql"

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from platform_assets.definitions import asset_checks, assets
-from platform_assets.gates import GATE_LOG, OVERRIDE_TAG
-from platform_assets.runner import embedded_resources
+from platform_assets.ops.runner import embedded_resources
+from platform_assets.quality.gates import GATE_LOG, OVERRIDE_TAG
 from sensors.jobs import quality_checks_job
 from tests.test_quality import DAY, ROW_DEFECTS, ROWS, SCHEMA_BREAKS
 

@@ -2,8 +2,8 @@
 
 import pyarrow as pa
 
-from platform_assets.gold import GOLD_TABLES
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.gold import GOLD_TABLES
+from platform_assets.layers.tables import SOURCE_TABLES
 from tests.conftest import World
 
 

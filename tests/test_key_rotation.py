@@ -5,10 +5,10 @@ ones to key 2 (verified, no plaintext file ever written) and they restore with k
 import dagster as dg
 import pytest
 
-from platform_assets.key_rotation import rekey_checkpoints, retire_checkpoint_key
-from platform_assets.restoring import RestoreFailedError, plan_restore, restore
+from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
+from platform_assets.security.key_rotation import rekey_checkpoints, retire_checkpoint_key
 from resources import CheckpointStore, Lake, SourceDatabase
-from resources.checkpoint_format import CheckpointKeyError, key_id
+from resources.checkpoints.format import CheckpointKeyError, key_id
 from tests.test_checkpoints import drop, fill, snapshot
 
 KEY_1, KEY_2 = "1a" * 32, "2b" * 32

@@ -10,9 +10,9 @@ import pytest
 from deltalake import DeltaTable
 
 from platform_assets.definitions import asset_checks, assets, defs
-from platform_assets.lake_catalogue import LAKE_TABLES
-from platform_assets.lake_restore import lake_restore_job
-from platform_assets.runner import embedded_resources, last_days, run_graph
+from platform_assets.lake.catalogue import LAKE_TABLES
+from platform_assets.lake.restore import lake_restore_job
+from platform_assets.ops.runner import embedded_resources, last_days, run_graph
 from sensors.alerts import WEBHOOK_VAR
 from sensors.jobs import lake_rebuild_job
 from sensors.lake_watch import build_lake_watch

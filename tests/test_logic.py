@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from platform_assets import aggregations as agg
-from platform_assets.audit import audit_markdown, bottlenecks
-from platform_assets.cleansing import cleanse
-from platform_assets.generators import customers_per_day, generate
-from platform_assets.tables import INFRA_LOGS, SALES, SOURCE_TABLES
+from platform_assets.layers import aggregations as agg
+from platform_assets.layers.audit import audit_markdown, bottlenecks
+from platform_assets.layers.cleansing import cleanse
+from platform_assets.layers.generators import customers_per_day, generate
+from platform_assets.layers.tables import INFRA_LOGS, SALES, SOURCE_TABLES
 from resources import PiiMasker
 from resources.identifiers import check_identifier, day_range_sql
 from resources.prefetch import prefetched
@@ -158,7 +158,7 @@ def test_prefetched_keeps_order_raises_source_errors_and_stops_its_worker_early(
 
 
 def test_column_encodings_leave_dictionaries_to_repetitive_columns_and_delta_encode_the_rest():
-    from resources.checkpoint_format import column_encodings
+    from resources.checkpoints.format import column_encodings
 
     n = 1000
     batch = pa.RecordBatch.from_pydict({
@@ -175,7 +175,7 @@ def test_column_encodings_leave_dictionaries_to_repetitive_columns_and_delta_enc
 
 
 def test_suites_on_arrow_backed_strings_still_name_nulls_bad_values_and_wrong_types():
-    from platform_assets import expectations as ex
+    from platform_assets.quality import expectations as ex
 
     table = pa.table({"email": ["a@b.com", None, "not an email", "ção@exemplo.com.br"],
                       "code": pa.array([1, 2, 3, 4], pa.int64())})

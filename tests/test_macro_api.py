@@ -9,7 +9,7 @@ import pytest
 
 from bench.dagster_server import free_port
 from resources import Lake
-from resources.macro_api import MacroApiError, MacroApiUnavailable, MacroSeriesApi
+from resources.http.macro_api import MacroApiError, MacroApiUnavailable, MacroSeriesApi
 from tests.scripted_http import GOOD, Scripted
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 3, 31)

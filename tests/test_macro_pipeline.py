@@ -13,12 +13,13 @@ import pyarrow as pa
 import pytest
 
 from bench.dagster_server import free_port
-from platform_assets import macro, macro_quality
-from platform_assets.inflation import sales_vs_inflation
-from platform_assets.macro import BRONZE, QUARANTINE, RAW, SILVER
-from platform_assets.macro_series import VALUE, bronze_rows, cleanse_macro
+from platform_assets.layers.inflation import sales_vs_inflation
+from platform_assets.macro import checks as macro_quality
+from platform_assets.macro import indicators as macro
+from platform_assets.macro.indicators import BRONZE, QUARANTINE, RAW, SILVER
+from platform_assets.macro.series import VALUE, bronze_rows, cleanse_macro
 from resources import Lake
-from resources.macro_api import MacroSeriesApi
+from resources.http.macro_api import MacroSeriesApi
 from sensors.alerts import WEBHOOK_VAR, build_alert_sensor
 from tests.scripted_http import Scripted
 from tests.test_alerts import Webhook
@@ -236,9 +237,9 @@ def test_sales_vs_inflation_equals_the_hand_computed_figures():
 def test_the_dashboard_never_waits_for_the_macro_data(embedded_world, tmp_path):
     """A failed macro gate blocks gold/sales_vs_inflation but not the dashboard; without the served macro table
     the dashboard is still drawn, saying the panel has no data."""
-    from platform_assets import reports
     from platform_assets.definitions import asset_checks, assets
-    from platform_assets.gates import GATE_LOG
+    from platform_assets.layers import reports
+    from platform_assets.quality.gates import GATE_LOG
     from resources import Warehouse
     from resources import gate_verdicts as verdicts
 
@@ -272,7 +273,7 @@ def test_the_whole_day_in_one_run_without_the_macro_api_draws_the_dashboard_and_
     macro steps fail (no earlier answer to fall back to: nothing is invented); everything else is built, the
     dashboard included, its macro panel saying there is no data."""
     from platform_assets.definitions import asset_checks, assets
-    from platform_assets.runner import MEDALLION, embedded_resources, last_days
+    from platform_assets.ops.runner import MEDALLION, embedded_resources, last_days
 
     day = last_days(1)[0]
     resources = embedded_resources(tmp_path, 500)

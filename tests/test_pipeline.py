@@ -5,9 +5,9 @@ import math
 import pyarrow.compute as pc
 import pytest
 
-from platform_assets.gold import GOLD_TABLES
-from platform_assets.serving import DAY_COLUMN
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.gold import GOLD_TABLES
+from platform_assets.layers.serving import DAY_COLUMN
+from platform_assets.layers.tables import SOURCE_TABLES
 from tests.conftest import World
 
 

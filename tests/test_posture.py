@@ -8,12 +8,13 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from platform_assets import posture, security
-from platform_assets.bronze import lineage_schema, with_lineage
-from platform_assets.cleansing import cleanse
-from platform_assets.generators import generate
-from platform_assets.gold import GOLD_TABLES
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.bronze import lineage_schema, with_lineage
+from platform_assets.layers.cleansing import cleanse
+from platform_assets.layers.generators import generate
+from platform_assets.layers.gold import GOLD_TABLES
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.security import assets as security
+from platform_assets.security import posture
 from resources import PiiMasker
 
 KEY = "ab" * 32

@@ -7,11 +7,12 @@ import subprocess
 import dagster as dg
 import pytest
 
-from platform_assets import checkpoints, recovery
-from platform_assets.protected import resolve
+from platform_assets.protection import checkpoints, recovery
+from platform_assets.protection.protected import resolve
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
-from resources.consistency_groups import ConsistencyGroup
-from resources.table_refs import TableRef, resolve_protected, safe_component
+from resources.databases.consistency_groups import ConsistencyGroup
+from resources.databases.table_refs import TableRef, resolve_protected, safe_component
+from sensors.jobs import recovery_job
 from sensors.source_watch import build_source_watch
 from tests.conftest import schema_as_dumped
 
@@ -75,13 +76,13 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
     jobs, items = TableRef("ops", "jobs", default_schema=False), TableRef(None, "Order Items")
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
     groups = [ConsistencyGroup((jobs,)), ConsistencyGroup((items,))]
-    assets = [checkpoints._checkpoint_assets(group) for group in groups]
-    assets += [recovery._recovery_assets(group) for group in groups]
+    assets = [checkpoints.checkpoint_assets(group) for group in groups]
+    assets += [recovery.recovery_assets(group) for group in groups]
     with dg.instance_for_test() as instance:
         assert dg.materialize(assets[:2], instance=instance, resources=resources).success
         before = {ref.sql: schema_as_dumped(db, ref.sql) for ref in (jobs, items)}
         subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", 'DROP TABLE ops.jobs'], check=True)
-        sensor = build_source_watch([jobs, items], recovery.jobs[0], RecoveryPolicy())
+        sensor = build_source_watch([jobs, items], recovery_job, RecoveryPolicy())
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             result = sensor.evaluate_tick(context)
         (request,) = result.run_requests
@@ -94,7 +95,7 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
 
 def checkpoint_groups(groups, resources) -> None:
     with dg.instance_for_test() as instance:
-        assets = [checkpoints._checkpoint_assets(group) for group in groups]
+        assets = [checkpoints.checkpoint_assets(group) for group in groups]
         assert dg.materialize(assets, instance=instance, resources=resources).success
 
 
@@ -132,9 +133,9 @@ def test_a_table_whose_schema_was_dropped_comes_back_with_its_schema(user_db, tm
                  "recovery_policy": RecoveryPolicy()}
     before = schema_as_dumped(db, jobs.sql)
     with dg.instance_for_test() as instance:
-        assert dg.materialize([checkpoints._checkpoint_assets(group)], instance=instance, resources=resources).success
+        assert dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources).success
         subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", "DROP SCHEMA ops CASCADE"], check=True)
-        run = dg.materialize([recovery._recovery_assets(group)], instance=instance, resources=resources)
+        run = dg.materialize([recovery.recovery_assets(group)], instance=instance, resources=resources)
         assert run.success
         (event,) = [e for e in run.get_asset_materialization_events()
                     if e.asset_key == dg.AssetKey(["recovery", "ops", "jobs"])]
@@ -145,9 +146,9 @@ def test_a_table_whose_schema_was_dropped_comes_back_with_its_schema(user_db, tm
 def test_a_retired_table_takes_no_new_checkpoint_and_its_checkpoints_expire_with_retention(tmp_path):
     import datetime as dt
 
-    from platform_assets.generators import generate
-    from platform_assets.tables import SOURCE_TABLES
-    from resources.checkpoint_format import new_checkpoint_id
+    from platform_assets.layers.generators import generate
+    from platform_assets.layers.tables import SOURCE_TABLES
+    from resources.checkpoints.format import new_checkpoint_id
 
     db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
     db.replace_day("sales", SOURCE_TABLES["sales"].day_column, "2026-06-01", generate("sales", "2026-06-01", 200))
@@ -155,7 +156,7 @@ def test_a_retired_table_takes_no_new_checkpoint_and_its_checkpoints_expire_with
     now = dt.datetime.now(dt.UTC)
     old = store.write(db, "sales", new_checkpoint_id(now - dt.timedelta(days=9)))["id"]
     recent = store.write(db, "sales", new_checkpoint_id(now - dt.timedelta(days=1)))["id"]
-    retired = checkpoints._checkpoint_assets(ConsistencyGroup((TableRef(None, "sales"),), retired=True))
+    retired = checkpoints.checkpoint_assets(ConsistencyGroup((TableRef(None, "sales"),), retired=True))
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
     with dg.instance_for_test() as instance:
         assert dg.materialize([retired], instance=instance, resources=resources).success
@@ -170,15 +171,15 @@ def run_log(instance, result) -> str:
 
 
 def test_the_hourly_checkpoint_on_a_fresh_install_succeeds_saying_which_tables_do_not_exist_yet(tmp_path):
-    from platform_assets.generators import generate
-    from platform_assets.tables import SOURCE_TABLES
+    from platform_assets.layers.generators import generate
+    from platform_assets.layers.tables import SOURCE_TABLES
     from sensors.alerts import build_alert_sensor
 
     db = SourceDatabase(url=f"sqlite:///{tmp_path}/fresh.db")  # nothing generated yet
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
     groups = [ConsistencyGroup((TableRef(None, t),)) for t in ("sales", "customers")]
-    assets = [checkpoints._checkpoint_assets(g) for g in groups]
+    assets = [checkpoints.checkpoint_assets(g) for g in groups]
     with dg.instance_for_test() as instance:
         fresh = dg.materialize(assets, instance=instance, resources=resources)
         assert fresh.success and not fresh.get_asset_materialization_events(), "nothing to checkpoint: no failure"

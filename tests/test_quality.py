@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pytest
 
 from platform_assets.definitions import asset_checks, assets
-from platform_assets.runner import embedded_resources, last_days
-from resources.lake import PartitionNotFoundError
+from platform_assets.ops.runner import embedded_resources, last_days
+from resources.lake.lake import PartitionNotFoundError
 from sensors.jobs import quality_checks_job
 
 DAY = last_days(1)[0]

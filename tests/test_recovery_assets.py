@@ -12,8 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets import checkpoints, recovery
-from platform_assets.safeguard import aside_name
+from platform_assets.protection import loaded as protection
+from platform_assets.protection import recovery
+from platform_assets.protection.safeguard import aside_name
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from tests.conftest import rows_as_stored
 from tests.test_checkpoints import drop, fill, snapshot
@@ -48,13 +49,13 @@ def resources(db, store, policy: RecoveryPolicy | None = None) -> dict:
 
 
 def checkpoint(db, store, instance, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize(checkpoints.assets, instance=instance,
+    return dg.materialize(protection.checkpoints, instance=instance,
                           selection=dg.AssetSelection.assets(["checkpoints", "sales"]), resources=resources(db, store),
                           run_config={"ops": {"checkpoints__sales": {"config": config}}})
 
 
 def recover(db, store, instance, policy=None, raise_on_error=True, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*recovery.assets, recovery.recovery_log], instance=instance, selection=[RECOVERY],
+    return dg.materialize([*protection.recoveries, protection.log], instance=instance, selection=[RECOVERY],
                           resources=resources(db, store, policy), raise_on_error=raise_on_error,
                           run_config={"ops": {"recovery__sales": {"config": config}}})
 
@@ -90,7 +91,7 @@ def test_checkpoint_check_fails_when_what_was_written_is_damaged(sqlite_world, m
         write(self, path, b"garbage" + data[7:] if path.endswith(".parquet") else data)
 
     monkeypatch.setattr(CheckpointStore, "_write", damaging_write)
-    result = dg.materialize(checkpoints.assets, instance=instance,
+    result = dg.materialize(protection.checkpoints, instance=instance,
                             selection=dg.AssetSelection.assets(["checkpoints", "sales"]),
                             resources=resources(db, store), raise_on_error=False)
     (evaluation,) = result.get_asset_check_evaluations()
@@ -164,7 +165,7 @@ def test_materialising_everything_restores_nothing_healthy_says_why_and_keeps_th
     checkpoint(db, store, instance)
     write_after_checkpoint(db)
     before = rows_as_stored(db, "sales")
-    defs = dg.Definitions(assets=[*checkpoints.assets, *recovery.assets, recovery.recovery_log],
+    defs = dg.Definitions(assets=[*protection.checkpoints, *protection.recoveries, protection.log],
                           resources=resources(db, store))
     everything = defs.resolve_implicit_global_asset_job_def()  # what the UI's Materialize launches
     result = everything.execute_in_process(instance=instance,
@@ -204,7 +205,7 @@ def test_the_restore_job_lists_each_kept_checkpoint_and_restores_the_picked_one_
     old, new = store.list("sales")
     assert instance.get_dynamic_partitions("checkpoints_sales") == [old, new]
 
-    defs = dg.Definitions(assets=[*recovery.assets, recovery.recovery_log], jobs=recovery.jobs,
+    defs = dg.Definitions(assets=[*protection.recoveries, protection.log], jobs=protection.restore_jobs,
                           resources=resources(db, store))
     job = defs.resolve_job_def("restore_sales")
     launchpad = job.partitioned_config.get_run_config_for_partition_key(old)  # what the launchpad pre-fills

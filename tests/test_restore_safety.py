@@ -8,8 +8,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from platform_assets.restoring import RestoreFailedError, plan_restore, restore
-from platform_assets.safeguard import (
+from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
+from platform_assets.protection.safeguard import (
     aside_name,
     aside_time,
     expired_asides,
@@ -106,7 +106,7 @@ def test_a_table_that_appears_while_the_checkpoint_loads_is_not_dropped(make_pg_
     fill(db, tables=["sales"])
     store.write(db, "sales")
     execute(db, 'DROP TABLE "sales"')
-    from platform_assets import restoring
+    from platform_assets.protection import restoring
 
     original = restoring.set_aside
 

@@ -7,13 +7,14 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from platform_assets import expectations as ex
-from platform_assets.bronze import lineage_schema, with_lineage
-from platform_assets.cleansing import cleanse, typed
-from platform_assets.generators import generate
-from platform_assets.rules import between
-from platform_assets.silver import _silver_assets
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.bronze import lineage_schema, with_lineage
+from platform_assets.layers.checks import silver_input_frame, silver_input_suite
+from platform_assets.layers.cleansing import cleanse, typed
+from platform_assets.layers.generators import generate
+from platform_assets.layers.silver import _silver_assets
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.quality import expectations as ex
+from platform_assets.quality.rules import between
 
 DAY = "2026-03-01"
 
@@ -36,8 +37,8 @@ def test_one_new_line_in_a_contract_quarantines_judges_and_documents_it():
     assert "bulk order" not in before and after["bulk order"] > 0, "the quarantine follows the contract"
 
     def quantity_verdicts(table_contract) -> list[bool]:
-        outcome = ex.validate(ex.silver_input_frame(table_contract, typed(table_contract, bronze)),
-                              ex.silver_input_suite(table_contract), table_contract.name)
+        outcome = ex.validate(silver_input_frame(table_contract, typed(table_contract, bronze)),
+                              silver_input_suite(table_contract), table_contract.name)
         return [e["success"] for e in outcome.expectations
                 if e["expectation"] == "ExpectColumnValuesToBeBetween(quantity)"]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets import bronze, recovery
-from platform_assets.runner import run_graph
+from platform_assets.layers import bronze
+from platform_assets.ops.runner import run_graph
+from platform_assets.protection import loaded as protection
 from resources import (
     CheckpointStore,
     Lake,
@@ -23,7 +24,7 @@ from resources import (
     SyntheticVolume,
     Warehouse,
 )
-from resources.macro_api import MacroSeriesApi
+from resources.http.macro_api import MacroSeriesApi
 from sensors.alerts import WEBHOOK_VAR, build_alert_sensor
 from tests.conftest import ROWS, lake_contents
 from tests.test_alerts import Webhook
@@ -81,7 +82,7 @@ def test_no_secret_in_the_event_log_compute_logs_tags_metadata_alerts_doctor_or_
         assert not failed.success
 
         drop(SourceDatabase(url=source_url), "sales")  # a restore
-        restored = dg.materialize([*recovery.assets, recovery.recovery_log], instance=instance,
+        restored = dg.materialize([*protection.recoveries, protection.log], instance=instance,
                                   selection=[dg.AssetKey(["recovery", "sales"])], resources=resources)
         assert restored.success
 
@@ -89,7 +90,7 @@ def test_no_secret_in_the_event_log_compute_logs_tags_metadata_alerts_doctor_or_
         assert webhook.received, "the alert sensor posted the failed run"
         runs = "\n".join(f"{run.run_id} {run.tags} {run.run_config}" for run in instance.get_runs())
         events = "\n".join(dg.serialize_value(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
-    doctor = subprocess.run([sys.executable, "-m", "platform_assets.doctor"], cwd=tmp_path, capture_output=True,
+    doctor = subprocess.run([sys.executable, "-m", "platform_assets.ops.doctor"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT),
                                                          "DAGSTER_HOME": str(home),
                                                          "AWS_ENDPOINT_URL": s3_env.endpoint})

@@ -8,8 +8,9 @@ import adbc_driver_postgresql.dbapi as pg
 import dagster as dg
 import pytest
 
-from platform_assets import posture, security
-from platform_assets.gold import SERVED_TABLES
+from platform_assets.layers.gold import SERVED_TABLES
+from platform_assets.security import assets as security
+from platform_assets.security import posture
 from resources import Warehouse
 
 TAG = uuid.uuid4().hex[:6]

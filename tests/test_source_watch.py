@@ -5,11 +5,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets import recovery
-from platform_assets.generators import generate
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.generators import generate
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.protection import loaded as protection
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
-from resources.table_refs import TableRef
+from resources.databases.table_refs import TableRef
 from sensors.jobs import recovery_job
 from sensors.source_watch import build_source_watch
 
@@ -87,7 +87,7 @@ def test_a_table_dropped_again_after_its_restore_is_a_new_loss(world):
     ticker.tick()
     drop(db, "sales")
     assert [r.run_key for r in ticker.tick().run_requests] == ["restore-sales-loss-1"]
-    from platform_assets.restoring import plan_restore, restore
+    from platform_assets.protection.restoring import plan_restore, restore
 
     restore(store, db, plan_restore(store, "sales", manifest["id"]))
     assert ticker.tick().run_requests == []
@@ -154,8 +154,8 @@ def rows_of(db, table) -> list:
 def run_request(request, db, store, instance, policy: RecoveryPolicy | None = None):
     """Run what the sensor requested, as the daemon would: its selection and its tags."""
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": policy or RecoveryPolicy()}
-    return dg.materialize(recovery.assets, selection=request.asset_selection, instance=instance, tags=request.tags,
-                          resources=resources, raise_on_error=False)
+    return dg.materialize(protection.recoveries, selection=request.asset_selection, instance=instance,
+                          tags=request.tags, resources=resources, raise_on_error=False)
 
 
 

@@ -101,8 +101,8 @@ def test_a_writer_role_made_for_another_database_of_the_server_does_not_stop_pub
     import adbc_driver_postgresql.dbapi as pg
     import dagster as dg
 
-    from platform_assets import security
-    from resources.warehouse import WarehousePermissionError
+    from platform_assets.security import assets as security
+    from resources.databases.warehouse import WarehousePermissionError
 
     tag = uuid.uuid4().hex[:6]
     writer, bi, login = f"aegis_writer_t{tag}", f"aegis_bi_t{tag}", f"platform_t{tag}"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.dagster_server import DagsterServer, dagster_server, embedded_env, local_home
-from platform_assets.runner import last_days
-from platform_assets.tables import SOURCE_TABLES
+from platform_assets.layers.tables import SOURCE_TABLES
+from platform_assets.ops.runner import last_days
 from resources import SourceDatabase
 from tests.conftest import Browser, rows_as_stored
 
