@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_INSTANCE = ROOT / "docker/dagster.local.yaml"
 BIN = Path(sys.executable).parent
 LOCATION = {"repositoryLocationName": "aegis", "repositoryName": "__repository__"}
+AUTOMATIC_TAGS = {"dagster/sensor_name", "dagster/schedule_name"}  # the runs no person launched
 DAILY_GROUPS = ("source", "bronze", "silver", "gold", "serving", "reports")
 
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
@@ -158,11 +159,13 @@ class DagsterServer:
         return self.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
 
     def latest_run_id(self) -> str | None:
-        runs = self.graphql("{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }")["runsOrError"]
-        return runs["results"][0]["runId"] if runs["results"] else None
+        """The newest run a person launched (a click, GraphQL): runs of sensors and schedules — automation may
+        start one at any moment — are not counted."""
+        by_person = [r for r in self.runs() if not AUTOMATIC_TAGS & set(r["tags"])]
+        return by_person[0]["runId"] if by_person else None
 
     def new_run_id(self, before: str | None, timeout: float = 60) -> str:
-        """The run launched since `before` was the newest (e.g. by a click in the UI)."""
+        """The run a person launched since `before` was the newest (e.g. by a click in the UI)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             latest = self.latest_run_id()
