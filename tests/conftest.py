@@ -333,6 +333,27 @@ def world(request: pytest.FixtureRequest) -> World:
     return request.getfixturevalue(f"{request.param}_world")
 
 
+# ---------------------------------------------------------------- running in parallel
+
+WORLDS = {"embedded_world", "production_world"}
+
+
+def _uses_a_world(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if names & WORLDS:
+        return True
+    defs = item._fixtureinfo.name2fixturedefs.get("world", ()) if hasattr(item, "_fixtureinfo") else ()
+    return bool(defs) and defs[-1].func.__module__ == __name__  # the shared `world`, not a module's own
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`: two workers, --dist loadgroup) the tests that read the shared whole-graph
+    worlds run on one worker, so each world is built once; every other test goes wherever a worker is free."""
+    for item in items:
+        if _uses_a_world(item):
+            item.add_marker(pytest.mark.xdist_group("worlds"))
+
+
 # ---------------------------------------------------------------- server-wide state
 
 _ROLES = pytest.StashKey[set | None]()
