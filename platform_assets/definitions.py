@@ -28,6 +28,7 @@ from sensors.source_watch import build_source_watch
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
           *protection.checkpoints, *protection.recoveries, protection.log, *lake_maintenance.assets, gates.gate_log,
           *security.assets, erasure.erasure_log]
+gates.use_code_location(assets)  # gates judge every ancestor of a day, in any run
 daily_checks = [*checks.checks, *macro_checks.checks]  # checkpoints verify what they wrote in their own step
 asset_checks = [*daily_checks, *security.checks]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …

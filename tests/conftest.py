@@ -348,10 +348,12 @@ def _uses_a_world(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test`: two workers, --dist loadgroup) the tests that read the shared whole-graph
-    worlds run on one worker, so each world is built once; every other test goes wherever a worker is free."""
+    worlds run on one worker, so each world is built once; the tests of any other module stay together on one
+    worker, in their order (a module's fixtures are built once, and some tests continue what the one before left);
+    the groups go wherever a worker is free."""
     for item in items:
-        if _uses_a_world(item):
-            item.add_marker(pytest.mark.xdist_group("worlds"))
+        group = "worlds" if _uses_a_world(item) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 # ---------------------------------------------------------------- server-wide state

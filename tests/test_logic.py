@@ -175,13 +175,14 @@ def test_column_encodings_leave_dictionaries_to_repetitive_columns_and_delta_enc
 
 
 def test_suites_on_arrow_backed_strings_still_name_nulls_bad_values_and_wrong_types():
+    from platform_assets.layers.checks import _PANDAS_TYPES
     from platform_assets.quality import expectations as ex
 
     table = pa.table({"email": ["a@b.com", None, "not an email", "ção@exemplo.com.br"],
                       "code": pa.array([1, 2, 3, 4], pa.int64())})
     frame = ex.to_frame(table)
     assert str(frame["email"].dtype) == "string" and frame["email"].isna().tolist() == [False, True, False, False]
-    strings = ex._PANDAS_TYPES[pa.string()]
+    strings = _PANDAS_TYPES[pa.string()]
     outcome = ex.validate(frame, [
         ex.expect_not_null("email"),
         ex.Expect("ExpectColumnValuesToMatchRegex", {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"}),

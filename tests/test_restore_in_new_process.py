@@ -15,9 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from bench.dagster_server import DagsterServer, dagster_server, embedded_env, local_home
+from platform_assets.protection.checkpoints import checkpoint_assets
+from platform_assets.protection.protected import resolve
+from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from tests.conftest import unavailable
 from tests.pg_cluster import PgCluster, server_bindir
 
@@ -159,13 +163,23 @@ def pg_platform(tmp_path_factory) -> Iterator[tuple[PgCluster, str, Callable[[],
         local_home(work)
         env = embedded_env(work, 500, AEGIS_SOURCE_URL=url, AEGIS_PROTECTED_TABLES=PG_SPEC,
                            AEGIS_WATCH_INTERVAL_SECONDS="2")
-        yield cluster, url, lambda: dagster_server(env, work)
+        yield cluster, url, lambda: dagster_server(env, work), lambda: checkpoint_in_process(url, work)
     finally:
         cluster.close()
 
 
+def checkpoint_in_process(url: str, work: Path) -> None:
+    """Checkpoints of every protected table into the platform's lake, without the platform running."""
+    lake = Lake(url=f"file://{work}/lake")
+    _, groups = resolve(url, PG_SPEC, lake_url=lake.url)
+    resources = {"source_db": SourceDatabase(url=url), "checkpoints": CheckpointStore(lake=lake, encryption_key=""),
+                 "recovery_policy": RecoveryPolicy()}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([checkpoint_assets(g) for g in groups], instance=instance, resources=resources).success
+
+
 def test_postgres_tables_protected_by_name_schema_pattern_and_group_come_back_from_the_sensor_alone(pg_platform):
-    cluster, url, serve = pg_platform
+    cluster, url, serve, _ = pg_platform
     with serve() as server:
         checkpoint_everything(server)
         truth = pg_truth(url, PG_TABLES)
@@ -179,7 +193,8 @@ def test_postgres_tables_protected_by_name_schema_pattern_and_group_come_back_fr
 
 
 def test_postgres_a_platform_started_while_a_table_is_missing_and_a_database_outage(pg_platform):
-    cluster, url, serve = pg_platform
+    cluster, url, serve, checkpoint = pg_platform
+    checkpoint()
     truth = pg_truth(url, PG_TABLES)
     psql(url, "DROP TABLE docs")  # lost while the platform was down: `make up` finds it missing
     with serve() as server:

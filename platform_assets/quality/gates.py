@@ -13,7 +13,6 @@ every override is recorded on the `quality_gate_log` asset, shown in the UI.
 
 import datetime as dt
 import functools
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,17 +65,24 @@ def overridden(tags: dict[str, str]) -> set[str]:
     return {name.strip() for name in tags.get(OVERRIDE_TAG, "").split(",") if name.strip()}
 
 
-def ancestors(context: dg.AssetExecutionContext, key: dg.AssetKey) -> frozenset[dg.AssetKey]:
-    """Every asset upstream of `key` (transitively) in the code location the run belongs to: a failed gate
-    anywhere above a day blocks it, not only one step above."""
-    known = _ancestors.setdefault(context.repository_def, {})
-    if key not in known:
-        graph = list(set(context.repository_def.assets_defs_by_key.values()))
-        known[key] = frozenset(dg.AssetSelection.assets(key).upstream(include_self=False).resolve(graph))
-    return known[key]
+def use_code_location(assets: Sequence[object]) -> None:
+    """definitions.py hands the assembled graph over: every gate judges all the ancestors of its day in the code
+    location, whatever subset of it a run materialises (the layer modules cannot import definitions.py: it
+    imports them)."""
+    _location[:] = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
+    _ancestors.clear()
 
 
-_ancestors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per loaded code location: steps share it
+def ancestors(key: dg.AssetKey) -> frozenset[dg.AssetKey]:
+    """Every asset upstream of `key` (transitively): a failed gate anywhere above a day blocks it, not only one
+    step above."""
+    if key not in _ancestors:
+        _ancestors[key] = frozenset(dg.AssetSelection.assets(key).upstream(include_self=False).resolve(_location))
+    return _ancestors[key]
+
+
+_location: list[dg.AssetsDefinition] = []
+_ancestors: dict[dg.AssetKey, frozenset[dg.AssetKey]] = {}
 
 
 def enforce(context: dg.AssetExecutionContext) -> None:
@@ -84,7 +90,7 @@ def enforce(context: dg.AssetExecutionContext) -> None:
     overrides."""
     day = context.partition_key
     deps = {d for k in context.selected_asset_keys for d in context.assets_def.asset_deps[k]}
-    upstream = sorted(deps.union(*(ancestors(context, k) for k in deps)), key=str)
+    upstream = sorted(deps.union(*(ancestors(k) for k in deps if _location)), key=str)
     found = blocks(context.instance, upstream, day)
     allowed = overridden(context.run.tags)
     for block in found:
