@@ -304,7 +304,7 @@ DAYS = last_days(2)
 def embedded_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("embedded")
     resources = embedded_resources(root, ROWS, pii_key=PII_KEY)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         summary = run_graph(resources, DAYS, instance)
         yield World("sqlite+file+duckdb", resources, DAYS, summary, instance, lake_root=root / "lake")
 
@@ -322,7 +322,7 @@ def production_world(make_pg_database, s3_env: S3Server) -> Iterator[World]:
         "recovery_policy": RecoveryPolicy(),
         "macro_api": MacroSeriesApi(lake=lake, base_url=os.environ["AEGIS_MACRO_API_URL"]),
     }
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         summary = run_graph(resources, DAYS, instance)
         yield World("postgres+s3+postgres", resources, DAYS, summary, instance)
 
@@ -346,6 +346,7 @@ def _uses_a_world(item: pytest.Item) -> bool:
     return bool(defs) and defs[-1].func.__module__ == __name__  # the shared `world`, not a module's own
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test`: two workers, --dist loadgroup) the tests that read the shared whole-graph
     worlds run on one worker, so each world is built once; the tests of any other module stay together on one

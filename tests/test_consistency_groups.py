@@ -128,7 +128,7 @@ def test_a_group_checkpointed_while_the_application_writes_restores_together_wit
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
     before = {t: rows_as_stored(db, t) for t in ("customers", "orders")}
     schema = {t: schema_as_dumped(db, t) for t in ("customers", "orders")} if db.kind == "postgres" else None
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         taken = dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources)
         assert taken.success and reads == ["read", "read"]
         assert orphans(db) == 0 and rows_as_stored(db, "customers") != before["customers"], "the writes landed"
@@ -160,7 +160,7 @@ def protect_both(db: SourceDatabase, tmp_path) -> tuple:
 def test_a_table_restored_alone_warns_that_its_partner_is_newer(linked, tmp_path):
     db, _ = linked
     group, resources = protect_both(db, tmp_path)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources).success
         with db.connect() as conn, conn.cursor() as cur:
             cur.execute("INSERT INTO customers VALUES (2000, 'later')")
@@ -184,7 +184,7 @@ def test_the_watch_restores_a_group_lost_at_once_in_one_run(linked, tmp_path):
     group, resources = protect_both(db, tmp_path)
     assets = [checkpoints.checkpoint_assets(group), recovery.recovery_assets(group)]
     before = {t: rows_as_stored(db, t) for t in ("customers", "orders")}
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize(assets[:1], instance=instance, resources=resources).success
         drop(db, "orders", "customers")
         sensor = build_source_watch(list(group.members), recovery_job, RecoveryPolicy(), groups=[group])

@@ -153,7 +153,7 @@ def test_a_gold_partition_restored_to_its_previous_version_holds_exactly_that_ve
     lake.write_partition("gold", "fact_sales", DAY, good, good.schema)
     lake.write_partition("gold", "fact_sales", OTHER, _rows(6, "other day, later"), good.schema)
     lake.write_partition("gold", "fact_sales", DAY, bad, good.schema)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = lake_restore_job.execute_in_process(
             run_config={"ops": {"restore_lake_table": {"config": {"table": "gold/fact_sales", "date": DAY}}}},
             resources={"lake": lake}, instance=instance)
@@ -186,7 +186,7 @@ def test_compaction_and_vacuum_keep_rows_and_time_travel_within_the_retention(tm
     lake = Lake(url=f"file://{tmp_path}/lake", retention_hours=168)
     counts = _small_files(lake, [DAY, OTHER], writes=3)
     before_maintenance = lake.versions("gold", "fact_sales", DAY)[1].version
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(lake_maintenance.assets, resources={"lake": lake}, instance=instance)
     assert result.success
     compaction = result.asset_materializations_for_node("lake__compaction")[0].metadata
@@ -275,7 +275,7 @@ def test_a_whole_table_goes_back_to_a_version_or_a_time_and_mistakes_are_named(t
     as_of = lake.versions("silver", "sales", OTHER)[0].timestamp.isoformat()
     lake.write_partition("silver", "sales", DAY, _rows(2, "bad"), schema)  # version 2
     lake.write_partition("silver", "sales", OTHER, _rows(1, "bad"), schema)  # version 3
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert _restore(lake, instance, table="silver/sales", version=1).success
         assert {d: _sorted(lake.read_partition("silver", "sales", d)) for d in (DAY, OTHER)} == wanted
         lake.write_partition("silver", "sales", DAY, _rows(3, "bad again"), schema)
@@ -301,7 +301,7 @@ def test_a_step_that_lost_a_partition_to_another_writer_runs_again_and_succeeds(
             if len(attempts) == 1:
                 raise LakeWriteConflict("silver/sales date=2026-03-01: another writer committed this table")
 
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         alerts = build_alert_sensor([contested.key])
         cursor = alerts.evaluate_tick(dg.build_sensor_context(instance=instance)).cursor  # caught up
         assert dg.materialize([contested], instance=instance).success

@@ -24,7 +24,7 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
     resources["checkpoints"] = type(resources["checkpoints"])(lake=resources["lake"])  # the keyring of the env
     db, lake, store, warehouse = (resources[k] for k in ("source_db", "lake", "checkpoints", "warehouse"))
     day = last_days(1)[0]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         run_graph(resources, [day], instance, checkpoint=True)
         columns = ["id", "signup_date", *PERSONAL, "city", "state"]
         before = rows_as_stored(db, "customers")
@@ -82,7 +82,7 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
 def test_without_an_erasure_a_sealed_checkpoint_restores_every_value_with_the_full_fingerprint(tmp_path):
     resources = embedded_resources(tmp_path, 400)
     db, store = resources["source_db"], resources["checkpoints"]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         run_graph(resources, last_days(1), instance, checkpoint=True)
     before = rows_as_stored(db, "customers")
     manifest = store.manifest("customers", store.list("customers")[-1])
@@ -98,7 +98,7 @@ def test_a_wrong_subject_configuration_is_a_clear_error(tmp_path, monkeypatch, s
     from resources.subjects import SealingError
 
     resources = embedded_resources(tmp_path, 200)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         run_graph(resources, last_days(1), instance, selection=dg.AssetSelection.assets(["source", "customers"]))
     monkeypatch.setenv("AEGIS_SUBJECT_TABLES", spec)
     with pytest.raises(SealingError, match=says):

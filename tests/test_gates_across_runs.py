@@ -74,7 +74,7 @@ DEFECTS.update({name: (statements, ("bronze/sales", "schema_contract"))
 @pytest.mark.parametrize("defect", list(DEFECTS))
 def test_nothing_downstream_of_a_failed_check_is_built_in_any_later_run(defect, tmp_path):
     statements, (asset, check) = DEFECTS[defect]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         platform = Platform(tmp_path, instance)
         platform.break_source(statements)
         results = platform.layers()
@@ -90,7 +90,7 @@ def test_nothing_downstream_of_a_failed_check_is_built_in_any_later_run(defect, 
 
 def test_the_block_lifts_once_the_upstream_is_fixed_and_re_run(tmp_path):
     statements, (asset, check) = DEFECTS["negative prices"]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         platform = Platform(tmp_path, instance)
         platform.break_source(statements)
         platform.layers()
@@ -103,7 +103,7 @@ def test_the_block_lifts_once_the_upstream_is_fixed_and_re_run(tmp_path):
 
 
 def test_a_tampered_gold_day_blocks_serving_until_gold_is_rebuilt(tmp_path):
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         platform = Platform(tmp_path, instance)
         platform.layers()
         lake = platform.resources["lake"]
@@ -127,7 +127,7 @@ def dg_int_column(values: list[int], delta: int):
 
 def test_an_operator_override_builds_anyway_and_is_audited(tmp_path):
     statements, (asset, check) = DEFECTS["negative prices"]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         platform = Platform(tmp_path, instance)
         platform.break_source(statements)
         platform.layers(tags=None)

@@ -24,7 +24,7 @@ DAY = last_days(1)[0]
 @pytest.fixture
 def world(tmp_path):
     resources = embedded_resources(tmp_path, 400)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         run_graph(resources, [DAY], instance, selection=dg.AssetSelection.groups("source", "bronze", "silver"))
         yield resources, instance
 

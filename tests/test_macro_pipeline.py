@@ -59,7 +59,7 @@ def _check(result: dg.ExecuteInProcessResult, name: str):
 
 @pytest.fixture
 def flow(tmp_path):
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield Flow(tmp_path, instance)
 
 
@@ -245,7 +245,7 @@ def test_the_dashboard_never_waits_for_the_macro_data(embedded_world, tmp_path):
 
     day = embedded_world.days[-1]
     dashboard = dg.AssetKey(["reports", "executive_dashboard"])
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         verdicts.record(instance, SILVER, day, "expectations",
                         dg.AssetCheckResult(passed=False, description="IPCA unreadable"), "a-failed-run")
         gold = dg.materialize([*assets, *asset_checks], selection=[dg.AssetKey(["gold", "sales_vs_inflation"])],
@@ -261,7 +261,7 @@ def test_the_dashboard_never_waits_for_the_macro_data(embedded_world, tmp_path):
     bare = Warehouse(url=f"duckdb:///{tmp_path}/bare.duckdb")
     for table in ("server_latency_daily", "sales_by_category_daily", "video_views_by_network_daily"):
         bare.publish_partition(table, embedded_world.warehouse.read(table, "day", day, day), "day", day)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([reports.executive_dashboard], partition_key=day, instance=instance,
                                 resources={**embedded_world.resources, "warehouse": bare})
     assert _metadata(result, dashboard)["inflation_panel"].value is False
@@ -279,7 +279,7 @@ def test_the_whole_day_in_one_run_without_the_macro_api_draws_the_dashboard_and_
     resources = embedded_resources(tmp_path, 500)
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens: as without internet
     resources["macro_api"] = Flow(tmp_path, None).api(unreachable).model_copy(update={"lake": resources["lake"]})
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([*assets, *asset_checks], selection=MEDALLION, partition_key=day, instance=instance,
                                 resources=resources, raise_on_error=False)
     assert not result.success

@@ -78,7 +78,7 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
     groups = [ConsistencyGroup((jobs,)), ConsistencyGroup((items,))]
     assets = [checkpoints.checkpoint_assets(group) for group in groups]
     assets += [recovery.recovery_assets(group) for group in groups]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize(assets[:2], instance=instance, resources=resources).success
         before = {ref.sql: schema_as_dumped(db, ref.sql) for ref in (jobs, items)}
         subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", 'DROP TABLE ops.jobs'], check=True)
@@ -94,7 +94,7 @@ def test_a_dropped_protected_table_in_another_schema_is_restored_by_the_sensor(u
 
 
 def checkpoint_groups(groups, resources) -> None:
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assets = [checkpoints.checkpoint_assets(group) for group in groups]
         assert dg.materialize(assets, instance=instance, resources=resources).success
 
@@ -132,7 +132,7 @@ def test_a_table_whose_schema_was_dropped_comes_back_with_its_schema(user_db, tm
                                                                  encryption_key=""),
                  "recovery_policy": RecoveryPolicy()}
     before = schema_as_dumped(db, jobs.sql)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize([checkpoints.checkpoint_assets(group)], instance=instance, resources=resources).success
         subprocess.run(["psql", "-X", "-q", "-d", user_db, "-c", "DROP SCHEMA ops CASCADE"], check=True)
         run = dg.materialize([recovery.recovery_assets(group)], instance=instance, resources=resources)
@@ -158,7 +158,7 @@ def test_a_retired_table_takes_no_new_checkpoint_and_its_checkpoints_expire_with
     recent = store.write(db, "sales", new_checkpoint_id(now - dt.timedelta(days=1)))["id"]
     retired = checkpoints.checkpoint_assets(ConsistencyGroup((TableRef(None, "sales"),), retired=True))
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize([retired], instance=instance, resources=resources).success
         assert store.list("sales") == [recent], f"{old} expired although it was the oldest of two"
         week = {"ops": {"checkpoints__sales": {"config": {"keep_days": 0}}}}
@@ -180,7 +180,7 @@ def test_the_hourly_checkpoint_on_a_fresh_install_succeeds_saying_which_tables_d
     resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
     groups = [ConsistencyGroup((TableRef(None, t),)) for t in ("sales", "customers")]
     assets = [checkpoints.checkpoint_assets(g) for g in groups]
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         fresh = dg.materialize(assets, instance=instance, resources=resources)
         assert fresh.success and not fresh.get_asset_materialization_events(), "nothing to checkpoint: no failure"
         logged = run_log(instance, fresh)

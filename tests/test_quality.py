@@ -21,7 +21,7 @@ def execute(sql: list[str], tmp_path, instance: dg.DagsterInstance | None = None
             ) -> tuple[dict, dg.ExecuteInProcessResult]:
     """Materialise one day of sources, break them with `sql`, then run bronze → serving with all checks."""
     resources = embedded_resources(tmp_path, ROWS, pii_key="test-key")
-    with (nullcontext(instance) if instance else dg.instance_for_test()) as instance:
+    with (nullcontext(instance) if instance else dg.DagsterInstance.ephemeral()) as instance:
         dg.materialize([*assets, *asset_checks], resources=resources, instance=instance, partition_key=DAY,
                        selection=dg.AssetSelection.groups("source"))
         with resources["source_db"].connect() as conn, conn.cursor() as cur:
@@ -138,7 +138,7 @@ def test_every_kind_of_check_fails_when_its_layer_is_tampered_with(tmp_path):
 
 def _tamper_and_check(tmp_path, stack: ExitStack) -> None:
     """No check that cannot fail: break each layer after a clean run, then run only the checks."""
-    instance = stack.enter_context(dg.instance_for_test())
+    instance = stack.enter_context(dg.DagsterInstance.ephemeral())
     resources, result = execute([], tmp_path, instance)
     assert result.success and not failed_checks(result)
     lake, warehouse, source_db = resources["lake"], resources["warehouse"], resources["source_db"]

@@ -31,7 +31,7 @@ def world(request, tmp_path):
         db = SourceDatabase(url=request.getfixturevalue("make_pg_database")("recovery"))
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     fill(db, tables=["sales"])
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield db, store, instance
 
 
@@ -40,7 +40,7 @@ def sqlite_world(tmp_path):
     db = SourceDatabase(url=f"sqlite:///{tmp_path}/s.db")
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     fill(db, tables=["sales"])
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield db, store, instance
 
 

@@ -174,7 +174,7 @@ def checkpoint_in_process(url: str, work: Path) -> None:
     _, groups = resolve(url, PG_SPEC, lake_url=lake.url)
     resources = {"source_db": SourceDatabase(url=url), "checkpoints": CheckpointStore(lake=lake, encryption_key=""),
                  "recovery_policy": RecoveryPolicy()}
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize([checkpoint_assets(g) for g in groups], instance=instance, resources=resources).success
 
 

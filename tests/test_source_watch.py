@@ -23,7 +23,7 @@ def world(tmp_path):
     store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key="")
     for name in TABLES:
         db.replace_day(name, SOURCE_TABLES[name].day_column, DAY, generate(name, DAY, 800))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield db, store, instance
 
 
