@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeat = args.repeat or (1 if args.quick else 3)
     dump_rows = [10_000] if args.quick else [int(r) for r in os.environ.get("BENCH_PG_ROWS",
                                                                             "1000000,10000000").split(",")]
-    memory_rows = [10_000, 100_000] if args.quick else [1_000_000, 10_000_000]
+    memory_rows = [10_000] if args.quick else [1_000_000, 10_000_000]
     work = Path(tempfile.mkdtemp(prefix="aegis-bench-"))
     pg_url = pg_database()
     results, sizes, pipelines, ui_days, recoveries, memories, dumps = [], [], [], [], [], [], []

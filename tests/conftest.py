@@ -1,5 +1,6 @@
 """Shared, expensive worlds built once per session: real SQLite, PostgreSQL, SeaweedFS S3, Dagster."""
 
+import ast
 import os
 import shutil
 import socket
@@ -338,23 +339,34 @@ def world(request: pytest.FixtureRequest) -> World:
 WORLDS = {"embedded_world", "production_world"}
 
 
-def _uses_a_world(item: pytest.Item) -> bool:
-    names = set(getattr(item, "fixturenames", ()))
-    if names & WORLDS:
-        return True
-    defs = item._fixtureinfo.name2fixturedefs.get("world", ()) if hasattr(item, "_fixtureinfo") else ()
-    return bool(defs) and defs[-1].func.__module__ == __name__  # the shared `world`, not a module's own
+def _world_modules() -> set[str]:
+    """Test modules that read a shared whole-graph world (a test or fixture taking `embedded_world`,
+    `production_world`, or the shared `world` where the module has no `world` of its own)."""
+    found = set()
+    for path in Path(__file__).parent.glob("test_*.py"):
+        tree = ast.parse(path.read_text())
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        arguments = {a.arg for f in functions for a in f.args.args}
+        own_world = any(f.name == "world" for f in tree.body if isinstance(f, ast.FunctionDef))
+        if arguments & WORLDS or ("world" in arguments and not own_world):
+            found.add(f"tests/{path.name}")
+    return found
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: two workers, --dist loadgroup) the tests that read the shared whole-graph
-    worlds run on one worker, so each world is built once; the tests of any other module stay together on one
-    worker, in their order (a module's fixtures are built once, and some tests continue what the one before left);
-    the groups go wherever a worker is free."""
-    for item in items:
-        group = "worlds" if _uses_a_world(item) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test` runs two workers (pytest-xdist). Each test module runs whole, in order, on one worker — its
+    module fixtures are built once, and some tests continue what the one before left — and the modules that read
+    the shared whole-graph worlds run together on one worker, so each world is built once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    worlds = _world_modules()
+
+    class ModulesAndWorlds(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "worlds" if module in worlds else module
+
+    return ModulesAndWorlds(config, log)
 
 
 # ---------------------------------------------------------------- server-wide state

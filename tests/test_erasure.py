@@ -80,12 +80,15 @@ def test_a_forgotten_customer_is_gone_downstream_and_unrecoverable_from_checkpoi
 
 
 def test_without_an_erasure_a_sealed_checkpoint_restores_every_value_with_the_full_fingerprint(tmp_path):
+    from platform_assets.layers.generators import generate
+    from platform_assets.layers.tables import SOURCE_TABLES
+
     resources = embedded_resources(tmp_path, 400)
     db, store = resources["source_db"], resources["checkpoints"]
-    with dg.DagsterInstance.ephemeral() as instance:
-        run_graph(resources, last_days(1), instance, checkpoint=True)
+    for day in last_days(2):  # the source systems deliver two days of customers
+        db.replace_day("customers", SOURCE_TABLES["customers"].day_column, day, generate("customers", day, 400))
+    manifest = store.write(db, "customers")
     before = rows_as_stored(db, "customers")
-    manifest = store.manifest("customers", store.list("customers")[-1])
     assert manifest["sealed"] and store.verify("customers", manifest["id"], "deep").ok
     drop(db, "customers")
     outcome = restore(store, db, plan_restore(store, "customers"))
