@@ -36,9 +36,10 @@ up: install env .dagster_home/dagster.yaml  ## set up and run the platform on th
 	mkdir -p .dagster_home
 	cp docker/dagster.local.yaml $@
 
-test: install  ## ruff, then the whole pytest suite
+TEST_WORKERS ?= 2
+test: install  ## ruff, then the whole pytest suite on $(TEST_WORKERS) workers (each test module whole on one)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

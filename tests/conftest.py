@@ -353,6 +353,7 @@ def _world_modules() -> set[str]:
     return found
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without pytest-xdist must still collect
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`make test` runs two workers (pytest-xdist). Each test module runs whole, in order, on one worker — its
     module fixtures are built once, and some tests continue what the one before left — and the modules that read
