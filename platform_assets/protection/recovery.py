@@ -20,6 +20,7 @@ import dagster as dg
 
 from platform_assets.protection.checkpoints import checkpoint_partitions, checkpoint_table
 from platform_assets.protection.consistency import common_candidates, partners_changed
+from platform_assets.protection.point_in_time import cut_for
 from platform_assets.protection.restoring import (
     Part,
     RestoreOutcome,
@@ -48,7 +49,8 @@ LOG_ROWS = 100
 
 class RestoreConfig(dg.Config):
     checkpoint_id: str | None = None  # exactly this checkpoint (no fallback); default: the newest that verifies
-    as_of: str | None = None  # ISO 8601 time: the newest checkpoint taken at or before it
+    as_of: str | None = None  # ISO 8601 time: the newest checkpoint taken at or before it (+ the change log up to it)
+    replay: bool = True  # where the change capture runs: apply every change committed after the checkpoint
     target_table: str | None = None  # restore beside the live table, under this name
     replace_live_table: bool = False  # replace a present, healthy table; it is kept aside, never dropped
     dry_run: bool = False  # show the plan and whether it would be refused; change nothing
@@ -146,7 +148,8 @@ def _restore_alone(context: dg.AssetExecutionContext, group: ConsistencyGroup, r
         _refuse(context, key, checkpoints, source_db, plan, ref.renamed(plan.target), verdict, policy)
         return
     aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
-    outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning)
+    outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning,
+                      cut=_cut(checkpoints, source_db, [ref], config))
     if plan.target == ref.name:
         outcome.warnings += partners_changed(checkpoints, source_db, table, outcome.checkpoint_id,
                                              group.partners([table]))
@@ -185,11 +188,17 @@ def _restore_together(context: dg.AssetExecutionContext, group: ConsistencyGroup
     parts = [Part(ref.id, plans[ref.id].target, aside_name(safe_component(plans[ref.id].target), started)
                   if verdicts[ref.id].action == "replace" else None) for ref in refs]
     outcomes = restore_group(checkpoints, source_db, parts, candidates, bool(config.checkpoint_id),
-                             log=context.log.warning)
+                             log=context.log.warning, cut=_cut(checkpoints, source_db, refs, config))
     for ref, outcome in zip(refs, outcomes, strict=True):
         outcome.warnings += partners_changed(checkpoints, source_db, ref.id, outcome.checkpoint_id,
                                              group.partners(ids))
         yield _report(context, checkpoints, ref, outcome, verdicts[ref.id], started, policy)
+
+
+def _cut(checkpoints: CheckpointStore, source_db: SourceDatabase, refs: list[TableRef], config: RestoreConfig):
+    if not config.replay or config.checkpoint_id:
+        return None
+    return cut_for(checkpoints, source_db, refs, _parse_time(config.as_of) if config.as_of else None)
 
 
 def _judge(checkpoints: CheckpointStore, source_db: SourceDatabase, ref: TableRef, target: str,

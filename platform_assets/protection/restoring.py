@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from platform_assets.protection import point_in_time
+from platform_assets.protection.point_in_time import Cut
 from platform_assets.protection.safeguard import aside_suffix
 from resources.checkpoints.format import check_checkpoint_id
 from resources.checkpoints.store import CheckpointNotFoundError, CheckpointStore, restored_schema
@@ -66,6 +68,7 @@ class RestoreOutcome:
     failed_attempts: list[dict] = field(default_factory=list)
     kept_aside: dict | None = None  # the table that was in the way: {"table": its new name, "rows": …}
     warnings: list[str] = field(default_factory=list)  # schema objects that could not be re-created as they were
+    replayed: dict | None = None  # the change log's changes applied after the checkpoint (a restore to a commit)
 
 
 def plan_restore(store: CheckpointStore, table: str, checkpoint_id: str | None = None,
@@ -98,22 +101,22 @@ def original_name(store: CheckpointStore, table: str, candidates: list[str]) -> 
 
 
 def restore(store: CheckpointStore, source_db: SourceDatabase, plan: RestorePlan, aside: str | None = None,
-            log: Callable[[str], None] = print) -> RestoreOutcome:
+            log: Callable[[str], None] = print, cut: Cut | None = None) -> RestoreOutcome:
     """Try the plan's checkpoints in order until one restores completely. A table at the target is renamed
     `aside` in the restore's transaction; without `aside`, a present target fails the restore."""
     return restore_group(store, source_db, [Part(plan.table, plan.target, aside)], plan.candidates, plan.explicit,
-                         log)[0]
+                         log, cut)[0]
 
 
 def restore_group(store: CheckpointStore, source_db: SourceDatabase, parts: list[Part], candidates: list[str],
-                  explicit: bool, log: Callable[[str], None] = print) -> list[RestoreOutcome]:
+                  explicit: bool, log: Callable[[str], None] = print, cut: Cut | None = None) -> list[RestoreOutcome]:
     """Restore the parts together from the first of `candidates` (checkpoint ids every part has, newest
     first) that restores completely; with `explicit`, only the first is tried."""
     failures: list[dict] = []
     label = " + ".join(p.table for p in parts)
     for checkpoint_id in candidates:
         try:
-            outcomes = restore_together(store, source_db, parts, checkpoint_id)
+            outcomes = restore_together(store, source_db, parts, checkpoint_id, cut)
         except Exception as exc:  # noqa: BLE001 - any failure of one checkpoint means: try the previous one
             failures.append({"checkpoint_id": checkpoint_id, "error": f"{type(exc).__name__}: {exc}"})
             log(f"checkpoint {checkpoint_id} of {label} could not be restored ({exc}); the live "
@@ -137,9 +140,10 @@ def restore_one(store: CheckpointStore, source_db: SourceDatabase, table: str, t
 
 
 def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: list[Part],
-                     checkpoint_id: str) -> list[RestoreOutcome]:
+                     checkpoint_id: str, cut: Cut | None = None) -> list[RestoreOutcome]:
     """Restore every part from checkpoint `checkpoint_id` (of each table: one snapshot when the tables are a
-    consistency group) in one transaction. `parts` come in completion order: referenced tables first."""
+    consistency group) in one transaction, then (with a `cut`) replay the change log up to it. `parts` come in
+    completion order: referenced tables first."""
     seconds: dict[str, dict[str, float]] = {p.table: {} for p in parts}
     leases = [store.lease(p.table, checkpoint_id) for p in parts]
     try:
@@ -148,7 +152,7 @@ def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: l
             with _timed(seconds[part.table], "verify"):
                 manifests[part.table] = verify(store, part.table, checkpoint_id)
         places = {p.table: TableRef.from_json(manifests[p.table]["source"]["table"]).renamed(p.target) for p in parts}
-        kept, fingerprints, warnings = {}, {}, {p.table: [] for p in parts}
+        kept, fingerprints, warnings, replayed = {}, {}, {p.table: [] for p in parts}, {}
         with source_db.restoring() as restorer:
             for part in parts:
                 manifest, place = manifests[part.table], places[part.table]
@@ -160,6 +164,10 @@ def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: l
                     load_rows(store, restorer, manifest, place, erased)
                 with _timed(seconds[part.table], "compare"):
                     fingerprints[part.table] = compare(restorer, manifest, place, erased[0])
+                if cut is not None:
+                    with _timed(seconds[part.table], "replay"):
+                        replayed[part.table] = point_in_time.replay(store, restorer, manifest, place, cut)
+                        fingerprints[part.table] = restorer.fingerprint(manifest["source"], place)[1]
                 if erased[0]:
                     restorer.warnings.append(f"{part.table}: {erased[0]} row(s) of erased people restored without "
                                              "their personal values (their keys were destroyed)")
@@ -170,14 +178,19 @@ def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: l
                     others = [places[p.table] for p in parts if p is not part]
                     restorer.complete(manifests[part.table]["source"], places[part.table],
                                       _in_place(manifests[part.table], part), others)
+                    if restorer.kind == "postgres" and _in_place(manifests[part.table], part):
+                        point_in_time.mark_restored(restorer, manifests[part.table], places[part.table], cut)
                 warnings[part.table] += restorer.warnings[first:]
             with _timed(seconds[parts[-1].table], "swap"):
                 restorer.commit()
     finally:
         for lease in leases:
             store.release(lease)
-    return [RestoreOutcome(p.table, p.target, checkpoint_id, manifests[p.table]["rows"], fingerprints[p.table],
-                           seconds[p.table], kept_aside=kept[p.table], warnings=warnings[p.table]) for p in parts]
+    return [RestoreOutcome(p.table, p.target, checkpoint_id,
+                           replayed[p.table]["rows"] if p.table in replayed else manifests[p.table]["rows"],
+                           fingerprints[p.table],
+                           seconds[p.table], kept_aside=kept[p.table], warnings=warnings[p.table],
+                           replayed=replayed.get(p.table)) for p in parts]
 
 
 def _in_place(manifest: dict, part: Part) -> bool:
@@ -239,7 +252,7 @@ def record(store: CheckpointStore, outcome: RestoreOutcome, **context) -> dict:
     entry = {"at": dt.datetime.now(dt.UTC).isoformat(), "table": outcome.table, "target": outcome.target,
              "checkpoint_id": outcome.checkpoint_id, "rows": outcome.rows, "fingerprint": outcome.fingerprint,
              "seconds": outcome.seconds, "failed_attempts": outcome.failed_attempts,
-             "warnings": outcome.warnings, **context}
+             "warnings": outcome.warnings, **({"replayed": outcome.replayed} if outcome.replayed else {}), **context}
     store.append_audit(outcome.table, entry)
     return entry
 

@@ -196,6 +196,22 @@ def _without_password(location: str) -> tuple[str, dict]:
     return urlunsplit(parts), env
 
 
+def wal_position(conn: dbapi.Connection) -> str | None:
+    """The server's current WAL position (None on a standby, which has no change log of its own)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END")
+        (lsn,) = cur.fetchone()
+    conn.commit()
+    return lsn
+
+
+def snapshot_xids(conn: dbapi.Connection) -> str:
+    """The open snapshot's xmin:xmax:xip list: which transactions a checkpoint on it holds."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_snapshot()::text")
+        return cur.fetchone()[0]
+
+
 @contextmanager
 def snapshot(conn: dbapi.Connection, imported: str | None = None) -> Iterator[str]:
     """One REPEATABLE READ transaction, exported so pg_dump and other connections read the same snapshot (or

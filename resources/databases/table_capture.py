@@ -109,7 +109,9 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
         default = pg.open_session(conn)
         refs = [r.in_schema(default) for r in refs]
         pg.pg_dump_binary()  # its absence fails here, before anything is written
+        lsn_before = pg.wal_position(conn)  # read before the snapshot: where the change log meets it
         with pg.snapshot(conn) as snapshot_name, ThreadPoolExecutor(max_workers=2) as helpers:
+            wal = {"lsn_before": lsn_before, "snapshot": pg.snapshot_xids(conn)} if lsn_before else None
             plans = {}
             for ref in refs:
                 with conn.cursor() as cur:
@@ -129,7 +131,7 @@ def _capture_postgres(parsed: ParsedUrl, variable: str, refs: Sequence[TableRef]
                 definition = {"kind": "postgres", "table": ref.to_json(), "columns": cols,
                               "sequences": pg.owned_sequences(conn, ref),
                               "referenced_by": pg.referenced_by(conn, ref),
-                              "fingerprint_algorithm": pg.FINGERPRINT_ALGORITHM}
+                              "fingerprint_algorithm": pg.FINGERPRINT_ALGORITHM, **({"wal": wal} if wal else {})}
                 captured[ref.id] = Captured(ref, definition, schema, counted,
                                             lambda ref=ref, cols=cols: _stream_postgres(conn, ref, cols), objects,
                                             without)

@@ -95,6 +95,11 @@ class Lake(LakeFiles, dg.ConfigurableResource):
         path = "/".join([root, "_aegis", *(check_identifier(p, "internal table name") for p in parts)])
         return (path if self.is_local else f"s3://{path}"), self._options()
 
+    def changes_uri(self) -> tuple[str, dict[str, str]]:
+        """URI and storage options of the change log's Delta table (`<lake>/changes/log`)."""
+        _, root = self.filesystem()
+        return (f"{root}/changes/log" if self.is_local else f"s3://{root}/changes/log"), self._options()
+
     def location(self, layer: str, table: str) -> delta.DeltaLocation:
         root = self.table_root(layer, table)
         return delta.DeltaLocation(uri=root if self.is_local else f"s3://{root}", storage_options=self._options(),

@@ -1,0 +1,61 @@
+"""`make capture` (python -m platform_assets.protection.capture_process): the change capture of the protected
+tables, a long-running process beside Dagster. It reads the same settings as the code location (the environment
+winning over .env), prepares the publication and the slot, and streams every committed change into the change
+log until it is stopped (SIGINT/SIGTERM: it lands what it holds first; SIGKILL: nothing confirmed is lost)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from platform_assets.protection.point_in_time import change_log_of
+from platform_assets.protection.protected import DEFAULT_LAKE_URL, DEFAULT_URL, resolve
+from resources.capture.postgres_capture import Capture, CaptureError, prepare
+from resources.checkpoints.store import CheckpointStore
+from resources.databases.source_database import SourceDatabase
+from resources.env_file import apply_env_file
+from resources.lake.lake import Lake
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--flush-seconds", type=float, default=float(os.environ.get("AEGIS_CAPTURE_FLUSH", "1")))
+    args = parser.parse_args(argv)
+    for warning in apply_env_file():
+        print(f"warning: {warning}", file=sys.stderr)
+    source = SourceDatabase(url=os.environ.get(SourceDatabase.ENV_VAR) or DEFAULT_URL)
+    lake = Lake(url=os.environ.get(Lake.ENV_VAR) or DEFAULT_LAKE_URL)
+    if source.kind != "postgres":
+        print(f"{SourceDatabase.ENV_VAR} is {source.display_url}: change capture by logical decoding is for a "
+              "PostgreSQL source (SQLite is replicated by Litestream, not built yet); nothing to capture",
+              file=sys.stderr)
+        return 2
+    store = CheckpointStore(lake=lake)
+    if store.keyring().current is not None:
+        print("error: checkpoints are encrypted (AEGIS_CHECKPOINT_KEY), and the change log cannot be encrypted yet: "
+              "the capture refuses to write the protected tables' values in clear; nothing was captured",
+              file=sys.stderr)
+        return 1
+    resolution, _ = resolve()
+    for note in resolution.notes:
+        print(f"note: {note}", file=sys.stderr)
+    dsn = source.parsed.location
+    try:
+        for done in prepare(dsn, resolution.tables):
+            print(done, flush=True)
+    except CaptureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    capture = Capture(dsn, change_log_of(store), flush_seconds=args.flush_seconds,
+                      say=lambda line: print(line, flush=True))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: capture.stop())
+    print(f"capturing {len(resolution.tables)} protected table(s) of {source.display_url}", flush=True)
+    capture.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The change log: every committed change of the protected tables, append-only, in one Delta table of the lake
+(`<lake>/changes/log`, partitioned by the table's `schema.name`).
+
+One row per change: the transaction's commit LSN, commit time and id, the change's place in it, the operation
+(I insert, U update, D delete, T truncate, R a restore by Aegis, P the capture's position), the relation's
+columns as the server described them, and the values as the server's own text: `new` (with the columns an
+UPDATE left untouched out of line listed in `unchanged`), `old` (the key, or the whole old row). A batch of
+transactions lands in one Delta commit, the capture's position row with it, so what the lake holds and where the
+capture stands can never disagree; the replication slot is confirmed only after that commit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from resources.capture.pgoutput import Relation
+
+POSITION = "_position"  # the relation under which the capture records how far the lake holds the stream
+SCHEMA = pa.schema([
+    pa.field("relation", pa.string(), nullable=False),  # schema.name, the partition
+    pa.field("lsn", pa.int64(), nullable=False),  # the transaction's commit LSN
+    pa.field("commit_time", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("xid", pa.int64(), nullable=False),
+    pa.field("seq", pa.int32(), nullable=False),  # the change's place in its transaction
+    pa.field("op", pa.string(), nullable=False),
+    pa.field("columns", pa.string()),  # JSON: replica identity and columns, as the Relation message said
+    pa.field("new", pa.list_(pa.large_string())),
+    pa.field("unchanged", pa.list_(pa.int16())),
+    pa.field("old", pa.list_(pa.large_string())),
+    pa.field("old_kind", pa.string()),
+    pa.field("note", pa.string()),  # R: what the restore put in place (JSON); P: the slot
+])
+
+
+class ChangeLogError(RuntimeError):
+    """The change log cannot be read or written, or does not cover what was asked."""
+
+
+@dataclass(frozen=True)
+class ChangeLogLocation:
+    uri: str
+    storage_options: dict[str, str]
+
+
+def relation_name(schema: str, name: str) -> str:
+    return f"{schema}.{name}"
+
+
+def columns_json(relation: Relation) -> str:
+    """The relation's shape as the log keeps it: replica identity and [name, type oid, typmod, key] per column."""
+    return json.dumps({"identity": relation.replica_identity,
+                       "columns": [[c.name, c.type_oid, c.typmod, c.key] for c in relation.columns]},
+                      separators=(",", ":"))
+
+
+def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
+    """Land `rows` (dicts with SCHEMA's fields) in one Delta commit; durable when this returns."""
+    if not rows:
+        return
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    try:
+        target = DeltaTable(loc.uri, storage_options=loc.storage_options)
+    except TableNotFoundError:
+        target = loc.uri
+    write_deltalake(target, table, mode="append", partition_by=["relation"], storage_options=loc.storage_options)
+
+
+def _open(loc: ChangeLogLocation) -> DeltaTable | None:
+    try:
+        return DeltaTable(loc.uri, storage_options=loc.storage_options)
+    except TableNotFoundError:
+        return None
+
+
+def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
+         through_lsn: int | None = None) -> pa.Table:
+    """A relation's changes in commit order (LSN, then place in the transaction)."""
+    log = _open(loc)
+    if log is None:
+        return SCHEMA.empty_table()
+    filters = [("relation", "=", relation)]
+    if after_lsn is not None:
+        filters.append(("lsn", ">", after_lsn))
+    if through_lsn is not None:
+        filters.append(("lsn", "<=", through_lsn))
+    table = log.to_pyarrow_table(filters=filters)
+    table = table.select(SCHEMA.names).cast(SCHEMA) if table.num_rows else SCHEMA.empty_table()
+    return table.sort_by([("lsn", "ascending"), ("seq", "ascending")])
+
+
+def position(loc: ChangeLogLocation) -> tuple[int, str | None] | None:
+    """(LSN, when) up to which every committed transaction is in the lake, or None before the first flush."""
+    log = _open(loc)
+    if log is None:
+        return None
+    found = log.to_pyarrow_table(columns=["lsn", "commit_time"], filters=[("relation", "=", POSITION)])
+    if not found.num_rows:
+        return None
+    at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
+    return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py().isoformat()
+
+
+def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | None:
+    """The LSN of the last commit at or before `as_of` that touched any of `relations` (None: none did)."""
+    log = _open(loc)
+    if log is None:
+        return None
+    found = log.to_pyarrow_table(columns=["lsn"], filters=[("relation", "in", relations),
+                                                           ("commit_time", "<=", as_of)])
+    return int(pc.max(found["lsn"]).as_py()) if found.num_rows else None
