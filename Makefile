@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up install env test lint validate demo drill bench clean migrate-lake doctor metrics
+.PHONY: up capture install env test lint validate demo drill bench clean migrate-lake doctor metrics
 METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
@@ -27,9 +27,14 @@ env: .env
 	sed "s/^AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-change-me}$$/AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}/" .env.example > .env
 	@echo "wrote .env from .env.example (with a generated development PII key)"
 
-up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000
+up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000 (and the change capture beside it, for a PostgreSQL source)
 	mkdir -p data
+	$(BIN)/python -m platform_assets.protection.capture_process --beside-dagster & capture=$$!; \
+	trap 'kill $$capture 2>/dev/null' EXIT INT TERM; \
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+capture: install env  ## the change capture alone (PostgreSQL source with wal_level=logical): every commit of the protected tables into the lake
+	$(BIN)/python -m platform_assets.protection.capture_process
 
 # the local instance (run queue polled every second, short-lived skipped sensor ticks): docker/dagster.local.yaml
 .dagster_home/dagster.yaml: docker/dagster.local.yaml

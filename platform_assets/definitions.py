@@ -11,6 +11,7 @@ from platform_assets.lake.restore import lake_restore_job
 from platform_assets.layers import bronze, checks, gold, reports, serving, silver, source
 from platform_assets.macro import checks as macro_checks
 from platform_assets.macro import indicators as macro
+from platform_assets.protection import capture_assets
 from platform_assets.protection import loaded as protection
 from platform_assets.quality import gates
 from platform_assets.quality.automation import automation_sensor
@@ -20,24 +21,25 @@ from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDa
 from resources.http.macro_api import DEFAULT_URL, MacroSeriesApi
 from resources.lake.settings import retention_from_env
 from sensors.alerts import build_alert_sensor
-from sensors.jobs import jobs, lake_rebuild_job, recovery_job
+from sensors.capture_watch import build_capture_watch
+from sensors.jobs import checkpoint_job, jobs, lake_rebuild_job, recovery_job
 from sensors.lake_watch import build_lake_watch
 from sensors.schedules import build_quality_recheck, schedules
 from sensors.source_watch import build_source_watch
 
 assets = [*source.assets, *bronze.assets, *silver.assets, *gold.assets, *macro.assets, *serving.assets, *reports.assets,
           *protection.checkpoints, *protection.recoveries, protection.log, *lake_maintenance.assets, gates.gate_log,
-          *security.assets, erasure.erasure_log]
+          *security.assets, erasure.erasure_log, capture_assets.change_log]
 gates.use_code_location(assets)  # gates judge every ancestor of a day, in any run
 daily_checks = [*checks.checks, *macro_checks.checks]  # checkpoints verify what they wrote in their own step
-asset_checks = [*daily_checks, *security.checks]
+asset_checks = [*daily_checks, *security.checks, capture_assets.rpo_within_target]
 recovery_policy = RecoveryPolicy.from_env()  # AEGIS_WATCH_INTERVAL_SECONDS, AEGIS_SHRINK_ALERT_SHARE, …
 resolution = protection.RESOLUTION
 sensors = [build_source_watch(resolution.tables, recovery_job, recovery_policy, resolution.empty_patterns,
                               protection.GROUPS, resolution.notes, resolution.retired),
            build_alert_sensor(sorted({spec.asset_key for definition in [*asset_checks, *protection.checkpoints]
                                       for spec in definition.check_specs}, key=str)),
-           automation_sensor(),
+           automation_sensor(), build_capture_watch(resolution.tables, checkpoint_job),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 

@@ -14,16 +14,26 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from bench.dagster_server import dagster_server, embedded_env, local_home
 from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for
-from platform_assets.protection.restoring import plan_restore, restore
+from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
 from resources import CheckpointStore, Lake, SourceDatabase
 from resources.capture import change_log
 from resources.capture.pgoutput import parse_lsn
+from resources.capture.postgres_capture import slot_name
 from resources.databases.table_refs import TableRef
+from sensors.capture_watch import fresh_checkpoints
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
+from tests.test_restore_in_new_process import (
+    assert_no_failed_run,
+    checkpoint_everything,
+    pg_existing,
+    wait_for_restores,
+)
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('calm', 'busy');
@@ -42,6 +52,7 @@ UPDATE acct SET blob = (SELECT string_agg(md5(random()::text || g::text), '') FR
 INSERT INTO hist SELECT i % 50, i, '2026-01-01' FROM generate_series(1, 300) i;
 """
 TABLES = ["acct", "hist"]
+PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
 
 
 def psql(url: str, sql: str) -> str:
@@ -72,21 +83,30 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 class CaptureProcess:
     """`python -m platform_assets.protection.capture_process`, as `make capture` starts it."""
 
-    def __init__(self, url: str, work: Path) -> None:
+    def __init__(self, url: str, work: Path, env: dict[str, str] | None = None) -> None:
         self.url, self.work = url, work
-        self.env = {**os.environ, "AEGIS_SOURCE_URL": url, "AEGIS_LAKE_URL": f"file://{work}/lake",
-                    "AEGIS_PROTECTED_TABLES": ",".join(TABLES), "AEGIS_CAPTURE_FLUSH": "0.2"}
+        self.env = {**(env or os.environ), "AEGIS_SOURCE_URL": url, "AEGIS_LAKE_URL": f"file://{work}/lake",
+                    "AEGIS_CAPTURE_FLUSH": "0.2"}
+        self.env.setdefault("AEGIS_PROTECTED_TABLES", ",".join(TABLES))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.work / "capture.log", "a")  # noqa: SIM115 - the process writes it while it lives
+        path = self.work / "capture.log"
+        seen = path.stat().st_size if path.exists() else 0
+        log = open(path, "a")  # noqa: SIM115 - the process writes it while it lives
         self.proc = subprocess.Popen([sys.executable, "-m", "platform_assets.protection.capture_process"],
                                      env=self.env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while "capturing" not in (self.work / "capture.log").read_text():
+        while "capturing" not in self.said(since=seen):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the capture did not start: {(self.work / 'capture.log').read_text()}")
+                raise AssertionError(f"the capture did not start: {self.said(since=seen)}")
             time.sleep(0.1)
+        self.started_at = seen
+
+    def said(self, since: int = 0) -> str:
+        with open(self.work / "capture.log") as f:
+            f.seek(since)
+            return f.read()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -125,7 +145,7 @@ def restore_dropped(db: SourceDatabase, store: CheckpointStore, tables: list[str
 def test_the_capture_prepares_the_server_and_says_what_it_set(platform):
     db, _, capture = platform
     said = (capture.work / "capture.log").read_text()
-    assert "set REPLICA IDENTITY FULL on hist" in said and "created replication slot aegis" in said
+    assert "set REPLICA IDENTITY FULL on hist" in said and "created replication slot aegis_app" in said
     assert psql(capture.url, "SELECT relreplident FROM pg_class WHERE relname = 'hist'").strip() == "f"
     psql(capture.url, "UPDATE hist SET delta = delta WHERE aid = 1; DELETE FROM hist WHERE aid = 2 AND delta = 2")
 
@@ -202,3 +222,97 @@ def test_a_table_restored_to_a_second_equals_the_table_at_that_second(platform):
         restore(store, db, plan_restore(store, table, as_of=as_of, target_table=target), cut=cut)
         got = Counter(line.replace(f"{target}", table) for line in truth(capture.url, target).elements())
         assert got == then[table], f"{table} as of {as_of} differs from the table at that second"
+
+
+def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_checkpoint_is_requested(platform):
+    db, store, capture = platform
+    lake = store.lake
+    state = {"events_lsn": change_log.events(change_log.location(lake))[-1]["lsn"]}
+    psql(capture.url, "ALTER TABLE acct ADD COLUMN extra int; UPDATE acct SET extra = 1 WHERE id = 1")
+    caught_up(store, capture.url)
+    tables = [TableRef("public", t) for t in TABLES]
+    requests = fresh_checkpoints(dg.build_sensor_context(), lake, tables, state)
+    assert [r.asset_selection for r in requests] == [[dg.AssetKey(["checkpoints", "acct"])]]
+    with pytest.raises(RestoreFailedError, match="ALTER TABLE|altered"):
+        restore(store, db, plan_restore(store, "acct", target_table="acct_copy"),
+                cut=cut_for(store, db, [TableRef("public", "acct")]))
+    store.write(db, "acct")  # what the requested run does
+    psql(capture.url, "UPDATE acct SET extra = 2 WHERE id = 2")
+    before = truth(capture.url, "acct")
+    psql(capture.url, "DROP TABLE acct")
+    restore_dropped(db, store, ["acct"])
+    assert truth(capture.url, "acct") == before
+
+
+def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
+    db, store, capture = platform
+    store.write(db, "hist")
+    seen = {"events_lsn": change_log.events(change_log.location(store.lake))[-1]["lsn"]}
+    capture.kill()
+    psql(capture.url, "INSERT INTO hist VALUES (77, 77, NULL)")  # never captured: the slot goes with it
+    psql(capture.url, f"SELECT pg_drop_replication_slot('{slot_name(capture.url)}')")
+    capture.start()
+    assert "a gap" in capture.said(since=capture.started_at)
+    psql(capture.url, "INSERT INTO hist VALUES (78, 78, NULL)")
+    caught_up(store, capture.url)
+    requests = fresh_checkpoints(dg.build_sensor_context(), store.lake, [TableRef("public", "hist")], seen)
+    assert requests and requests[-1].tags["aegis/reason"] == "gap"
+    as_of = dt.datetime.now(dt.UTC)
+    with pytest.raises(RestoreFailedError, match="gap"):
+        restore(store, db, plan_restore(store, "hist", as_of=as_of, target_table="hist_across_the_gap"),
+                cut=cut_for(store, db, [TableRef("public", "hist")], as_of))
+    psql(capture.url, "DROP TABLE hist")
+    outcome = restore_dropped(db, store, ["hist"])[0]
+    assert any("gap" in w for w in outcome.warnings), outcome.warnings
+    assert psql(capture.url, "SELECT count(*) FROM hist WHERE aid IN (77, 78)").strip() == "0"
+    store.write(db, "hist")  # the fresh base: from here on nothing is lost again
+    psql(capture.url, "INSERT INTO hist VALUES (79, 79, NULL)")
+    before = truth(capture.url, "hist")
+    psql(capture.url, "DROP TABLE hist")
+    restore_dropped(db, store, ["hist"])
+    assert truth(capture.url, "hist") == before
+
+
+# ---------------------------------------------------------------- the product, end to end
+
+
+def test_pgbench_tables_dropped_under_load_come_back_from_the_sensor_with_every_committed_transaction(
+        source, tmp_path):
+    """pgbench writing; a checkpoint taken under load; more transactions; the four tables dropped at once. The
+    real daemon's watch sensor restores them in new processes, replaying the change log to the last commit."""
+    cluster_url, _ = source
+    url = cluster_url.rsplit("/", 1)[0] + "/bench"
+    psql(cluster_url, "CREATE DATABASE bench")
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", url], check=True, capture_output=True)
+    local_home(tmp_path)
+    env = embedded_env(tmp_path, 500, AEGIS_SOURCE_URL=url, AEGIS_PROTECTED_TABLES="pgbench_*",
+                       AEGIS_WATCH_INTERVAL_SECONDS="2")
+    capture = CaptureProcess(url, tmp_path, env)
+    capture.start()
+    load = subprocess.Popen(["pgbench", "-n", "-c", "2", "-j", "2", "-T", "300", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with dagster_server(env, tmp_path) as server:
+            checkpoint_everything(server)  # under load
+            time.sleep(3)  # transactions the checkpoint does not hold
+            schemas = {t: schema_as_dumped(SourceDatabase(url=url), t) for t in PGBENCH}
+            psql(url, "BEGIN; LOCK TABLE " + ", ".join(PGBENCH) + " IN ACCESS EXCLUSIVE MODE; "
+                 + " ".join(f"CREATE TABLE truth_{t} AS SELECT t::text AS r FROM {t} t;" for t in PGBENCH)
+                 + "DROP TABLE " + ", ".join(PGBENCH) + "; COMMIT")
+            load.kill()
+            wait_for_restores(server, lambda: pg_existing(url, [f"public.{t}" for t in PGBENCH]) ==
+                              {f"public.{t}" for t in PGBENCH})
+            assert_no_failed_run(server)
+        for table in PGBENCH:
+            assert Counter(psql(url, f"SELECT t::text FROM {table} t").splitlines()) == \
+                Counter(psql(url, f"SELECT r FROM truth_{table}").splitlines()), f"{table} lost transactions"
+            assert schema_as_dumped(SourceDatabase(url=url), table) == schemas[table]
+        sums = psql(url, "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM "
+                         "pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers), "
+                         "(SELECT sum(delta) FROM pgbench_history), (SELECT count(*) FROM pgbench_history)")
+        a, b, t, h, n = sums.strip().split("|")
+        assert a == b == t == h and int(n) > 0, sums
+        subprocess.run(["pgbench", "-n", "-c", "2", "-t", "50", url], check=True, capture_output=True)
+    finally:
+        load.kill()
+        capture.kill()

@@ -16,6 +16,7 @@ import requests
 
 from platform_assets.protection.protected import resolve
 from resources import CheckpointStore, Lake, SourceDatabase, Warehouse
+from resources.capture.health import capture_health
 from resources.checkpoints.format import checkpoint_time
 from resources.checkpoints.keys import KEY_VAR, RING_VAR, parse_ring
 from resources.http.macro_api import DEFAULT_URL, MacroSeriesApi
@@ -94,6 +95,29 @@ def _lake() -> Iterator[Finding]:
     yield Finding(OK, "lake", f"{lake.parsed.display} readable and writable ({'local' if lake.is_local else 'S3'})")
     if lake.is_local:
         yield _disk("disk (lake)", absolute(lake.parsed.location))
+
+
+def _capture() -> Iterator[Finding]:
+    db = SourceDatabase(url=setting("AEGIS_SOURCE_URL"))
+    if db.kind == "postgres":
+        with db.connect() as conn, conn.cursor() as cur:
+            cur.execute("SHOW wal_level")
+            level = cur.fetchone()[0]
+        if level != "logical":
+            yield Finding(WARN, "change capture", f"wal_level is {level}: only checkpoints protect the tables (a loss "
+                          "takes everything since the last one)", "set wal_level = logical, restart PostgreSQL, "
+                          "run make capture")
+            return
+    health = capture_health(db, Lake(url=setting("AEGIS_LAKE_URL")))
+    if health is None:
+        yield Finding(OK, "change capture", "SQLite source: protected by checkpoints (continuous replication of "
+                      "SQLite is not built yet)")
+        return
+    problems = health.problems
+    for problem in problems:
+        yield Finding(WARN, "change capture", problem, "make capture (README: continuous protection)")
+    if not problems:
+        yield Finding(OK, "change capture", health.summary())
 
 
 def _warehouse() -> Iterator[Finding]:
@@ -217,6 +241,7 @@ def _pii_key() -> Iterator[Finding]:
 
 def run_all() -> list[Finding]:
     probes = [("source database", "AEGIS_SOURCE_URL", _source), ("lake", "AEGIS_LAKE_URL", _lake),
+              ("change capture", "AEGIS_SOURCE_URL", _capture),
               ("warehouse", "AEGIS_WAREHOUSE_URL", _warehouse), ("dagster storage", "DAGSTER_HOME", _dagster),
               ("checkpoints", "AEGIS_LAKE_URL", _checkpoints), ("macro API", MacroSeriesApi.ENV_VAR, _macro_api),
               ("macro API breaker", "AEGIS_LAKE_URL", _macro_breaker),

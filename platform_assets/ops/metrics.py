@@ -7,6 +7,8 @@ the lake and the Dagster instance (DAGSTER_HOME) — nothing is kept in the proc
 - aegis_macro_api_breaker_state{state}: 1 for the breaker's current state; aegis_macro_api_breaker_failures
 - aegis_macro_api_latency_seconds: the newest bronze/macro_indicators fetch; aegis_macro_api_errors_total{kind}:
   failed attempts that were retried, and series served from a fallback
+- aegis_capture_streaming, aegis_capture_lag_bytes, aegis_capture_rpo_seconds, aegis_capture_rpo_target_seconds:
+  the change capture of a PostgreSQL source (capture_health.py); absent for an SQLite source
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from prometheus_client.registry import Collector
 from platform_assets.definitions import asset_checks
 from platform_assets.ops.health import checkpoint_ages, macro_api, setting
 from platform_assets.protection.protected import resolve
-from resources import CheckpointStore, Lake
+from resources import CheckpointStore, Lake, SourceDatabase
 from resources import gate_verdicts as verdicts
+from resources.capture.health import capture_health
 from resources.env_file import apply_env_file
 from resources.http.macro_api import SERIES
 
@@ -45,7 +48,8 @@ class AegisCollector(Collector):
         """Every section on its own: one that cannot be read (a backend down) is counted in
         aegis_scrape_errors{section} and the others are still served."""
         tables = [t.id for t in resolve(setting("AEGIS_SOURCE_URL"), lake_url=setting("AEGIS_LAKE_URL"))[0].tables]
-        sections = [("checkpoints", lambda: self._ages(tables)), ("breaker", self._breaker)]
+        sections = [("checkpoints", lambda: self._ages(tables)), ("breaker", self._breaker),
+                    ("capture", self._capture)]
         if self.instance is not None:
             sections += [("restores", lambda: self._restores(tables)), ("checks", self._checks),
                          ("macro", self._macro)]
@@ -68,6 +72,19 @@ class AegisCollector(Collector):
         for table, age in checkpoint_ages(store, tables).items():
             ages.add_metric([table], age.total_seconds() if age is not None else math.inf)
         yield ages
+
+    def _capture(self) -> Iterator:
+        health = capture_health(SourceDatabase(url=setting("AEGIS_SOURCE_URL")),
+                                Lake(url=setting("AEGIS_LAKE_URL")))
+        if health is None:
+            return
+        yield GaugeMetricFamily("aegis_capture_streaming", "1 when a capture process streams the slot",
+                                value=1.0 if health.streaming else 0.0)
+        yield GaugeMetricFamily("aegis_capture_lag_bytes", "WAL bytes committed on the source, not yet in the lake",
+                                value=float(health.lag_bytes) if health.lag_bytes is not None else math.inf)
+        yield GaugeMetricFamily("aegis_capture_rpo_seconds", "Seconds of committed work a loss now would take",
+                                value=health.rpo_seconds if health.rpo_seconds is not None else math.inf)
+        yield GaugeMetricFamily("aegis_capture_rpo_target_seconds", "AEGIS_RPO_SECONDS", value=health.target_seconds)
 
     def _breaker(self) -> Iterator:
         status = macro_api().breaker_status()

@@ -12,7 +12,7 @@ import sys
 
 from platform_assets.protection.point_in_time import change_log_of
 from platform_assets.protection.protected import DEFAULT_LAKE_URL, DEFAULT_URL, resolve
-from resources.capture.postgres_capture import Capture, CaptureError, prepare
+from resources.capture.postgres_capture import SLOT_VAR, Capture, CaptureError, check_slot_name, prepare, slot_name
 from resources.checkpoints.store import CheckpointStore
 from resources.databases.source_database import SourceDatabase
 from resources.env_file import apply_env_file
@@ -22,6 +22,8 @@ from resources.lake.lake import Lake
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--flush-seconds", type=float, default=float(os.environ.get("AEGIS_CAPTURE_FLUSH", "1")))
+    parser.add_argument("--beside-dagster", action="store_true",
+                        help="started by make up: an SQLite source (nothing to capture) is not an error")
     args = parser.parse_args(argv)
     for warning in apply_env_file():
         print(f"warning: {warning}", file=sys.stderr)
@@ -29,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     lake = Lake(url=os.environ.get(Lake.ENV_VAR) or DEFAULT_LAKE_URL)
     if source.kind != "postgres":
         print(f"{SourceDatabase.ENV_VAR} is {source.display_url}: change capture by logical decoding is for a "
-              "PostgreSQL source (SQLite is replicated by Litestream, not built yet); nothing to capture",
+              "PostgreSQL source (continuous replication of SQLite is not built yet); nothing to capture",
               file=sys.stderr)
-        return 2
+        return 0 if args.beside_dagster else 2
     store = CheckpointStore(lake=lake)
     if store.keyring().current is not None:
         print("error: checkpoints are encrypted (AEGIS_CHECKPOINT_KEY), and the change log cannot be encrypted yet: "
@@ -43,15 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     dsn = source.parsed.location
     try:
+        slot = check_slot_name(os.environ.get(SLOT_VAR) or slot_name(dsn))
         for done in prepare(dsn, resolution.tables):
             print(done, flush=True)
     except CaptureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    capture = Capture(dsn, change_log_of(store), flush_seconds=args.flush_seconds,
+    capture = Capture(dsn, change_log_of(store), slot, flush_seconds=args.flush_seconds,
                       say=lambda line: print(line, flush=True))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: capture.stop())
+    capture.begin()  # before saying so: a checkpoint taken from now on meets the log
     print(f"capturing {len(resolution.tables)} protected table(s) of {source.display_url}", flush=True)
     capture.run()
     return 0

@@ -34,11 +34,11 @@ class Cut:
 
     lsn: int
     why: str
+    latest: bool = False  # a loss: every durable commit (a gap cuts it short, with a warning, instead of failing)
 
 
 def change_log_of(store: CheckpointStore) -> ChangeLogLocation:
-    uri, options = store.lake.changes_uri()
-    return ChangeLogLocation(uri, options)
+    return change_log.location(store.lake)
 
 
 def cut_for(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableRef],
@@ -69,7 +69,7 @@ def cut_for(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableR
                 "committed changes, so nothing was restored. Is the capture running (make capture; make doctor)?")
         time.sleep(0.2)
         held = change_log.position(log)
-    return Cut(held[0], f"every change committed up to {lsn_text(held[0])}")
+    return Cut(held[0], f"every change committed up to {lsn_text(held[0])}", latest=True)
 
 
 def _default_schema(conn) -> str:
@@ -86,8 +86,21 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
         raise ReplayError(f"checkpoint {manifest['id']} records no WAL position (taken before change capture): it "
                           "cannot be a base for a restore to a commit")
     ref = TableRef.from_json(source["table"])
-    log = change_log.read(change_log_of(store), relation_name(ref.schema, ref.name))
+    where = change_log_of(store)
     snapshot = Snapshot.parse(wal["snapshot"], parse_lsn(wal["lsn_before"]))
+    notes = []
+    for gap in change_log.gaps(where):
+        if gap["to_lsn"] > snapshot.lsn_before and gap["from_lsn"] < cut.lsn:
+            said = (f"the change log has a gap from {lsn_text(gap['from_lsn'])} to {lsn_text(gap['to_lsn'])} "
+                    f"(recorded {gap['at']}: {gap['why']}) after checkpoint {manifest['id']}")
+            if not cut.latest:
+                raise ReplayError(f"{said}: a restore to {cut.why} would cross it; restore to a moment before it, "
+                                  "or from a checkpoint taken after it")
+            notes.append(f"{said}: restored to the last commit before the gap; changes after it are not in the "
+                         "log (a fresh checkpoint is taken on its own)")
+            cut = Cut(min(cut.lsn, gap["from_lsn"]), f"the last commit before the gap at {lsn_text(gap['from_lsn'])}")
+            break
+    log = change_log.read(where, relation_name(ref.schema, ref.name))
     changes = after_checkpoint(log, snapshot, cut.lsn)
     restores = [c for c in changes if c["op"] == "R"]
     if restores:  # restored by Aegis since: the state it put in place, then what followed it
@@ -101,7 +114,9 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
         changes = [c for c in earlier if c["op"] != "R"] + [
             c for c in changes if c["lsn"] > last["lsn"] and c["xid"] != last["xid"]]
     columns = [c["name"] for c in source["columns"] if c["travel"] != "generated"]
-    return plan(changes, columns)
+    steps = plan(changes, columns)
+    steps.notes = notes
+    return steps
 
 
 def replay(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef, cut: Cut) -> dict:
@@ -114,7 +129,8 @@ def replay(store: CheckpointStore, restorer: Restorer, manifest: dict, place: Ta
         raise ReplayError(f"{place.label}: after replaying {steps.changes} change(s) the table holds {rows} rows; the "
                           f"change log says {expected} (checkpoint {manifest['rows']}, "
                           f"{steps.count_delta:+d} since)")
-    return {"changes": steps.changes, "rows": rows, "through_lsn": lsn_text(cut.lsn), **done}
+    restorer.warnings += steps.notes
+    return {"changes": steps.changes, "rows": rows, "through_lsn": lsn_text(steps.last_lsn or cut.lsn), **done}
 
 
 def mark_restored(restorer: Restorer, manifest: dict, place: TableRef, cut: Cut | None) -> None:

@@ -2,7 +2,8 @@
 (`<lake>/changes/log`, partitioned by the table's `schema.name`).
 
 One row per change: the transaction's commit LSN, commit time and id, the change's place in it, the operation
-(I insert, U update, D delete, T truncate, R a restore by Aegis, P the capture's position), the relation's
+(I insert, U update, D delete, T truncate, R a restore by Aegis, S the table's columns changed, P the capture's
+position, G a gap: changes the log does not hold), the relation's
 columns as the server described them, and the values as the server's own text: `new` (with the columns an
 UPDATE left untouched out of line listed in `unchanged`), `old` (the key, or the whole old row). A batch of
 transactions lands in one Delta commit, the capture's position row with it, so what the lake holds and where the
@@ -20,8 +21,11 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from resources.capture.pgoutput import Relation
+from resources.lake.lake import Lake
 
 POSITION = "_position"  # the relation under which the capture records how far the lake holds the stream
+GAP = "_gap"  # changes the log does not hold (a slot made again): from_lsn, to_lsn and why, in the note
+ALTERED = "_altered"  # a protected table's columns changed (its relation, the columns before, in the note)
 SCHEMA = pa.schema([
     pa.field("relation", pa.string(), nullable=False),  # schema.name, the partition
     pa.field("lsn", pa.int64(), nullable=False),  # the transaction's commit LSN
@@ -46,6 +50,11 @@ class ChangeLogError(RuntimeError):
 class ChangeLogLocation:
     uri: str
     storage_options: dict[str, str]
+
+
+def location(lake: Lake) -> ChangeLogLocation:
+    uri, options = lake.changes_uri()
+    return ChangeLogLocation(uri, options)
 
 
 def relation_name(schema: str, name: str) -> str:
@@ -114,3 +123,29 @@ def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | 
     found = log.to_pyarrow_table(columns=["lsn"], filters=[("relation", "in", relations),
                                                            ("commit_time", "<=", as_of)])
     return int(pc.max(found["lsn"]).as_py()) if found.num_rows else None
+
+
+def events(loc: ChangeLogLocation, after_lsn: int = 0) -> list[dict]:
+    """Gaps and ALTERs after `after_lsn`, oldest first: {kind: gap|altered, lsn, at, relation (None: every
+    table), why}."""
+    log = _open(loc)
+    if log is None:
+        return []
+    found = log.to_pyarrow_table(columns=["relation", "lsn", "commit_time", "note"],
+                                 filters=[("relation", "in", [GAP, ALTERED]), ("lsn", ">", after_lsn)]).to_pylist()
+    said = []
+    for row in found:
+        note = json.loads(row["note"])
+        said.append({"kind": "gap" if row["relation"] == GAP else "altered", "lsn": row["lsn"],
+                     "at": row["commit_time"], "relation": note.get("relation"),
+                     "why": note.get("why") or "its columns changed (ALTER TABLE)"})
+    return sorted(said, key=lambda e: e["lsn"])
+
+
+def gaps(loc: ChangeLogLocation) -> list[dict]:
+    """Every stretch of WAL the log does not hold: {from_lsn, to_lsn, at, why}, oldest first."""
+    log = _open(loc)
+    if log is None:
+        return []
+    found = log.to_pyarrow_table(columns=["commit_time", "note"], filters=[("relation", "=", GAP)]).to_pylist()
+    return sorted(({**json.loads(r["note"]), "at": r["commit_time"]} for r in found), key=lambda g: g["to_lsn"])

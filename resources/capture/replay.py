@@ -70,6 +70,7 @@ class ReplayPlan:
     count_delta: int = 0  # inserts − deletes since the checkpoint (a TRUNCATE: counted from zero)
     changes: int = 0
     last_lsn: int | None = None
+    notes: list[str] = field(default_factory=list)  # what the restore should say (a gap it stopped at)
 
 
 def after_checkpoint(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> list[dict]:
@@ -98,6 +99,8 @@ def plan(changes: list[dict], base_columns: list[str]) -> ReplayPlan:
     origin: dict[tuple, tuple | None] = {}
     multiset: Counter = Counter()
     for change in changes:
+        if change["op"] == "S":
+            continue  # the columns it announces are checked by _shape
         result.changes += 1
         result.last_lsn = change["lsn"]
         op = change["op"]

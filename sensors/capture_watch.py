@@ -1,0 +1,86 @@
+"""capture_watch: the change capture as Dagster sees it. The capture runs in its own process (make capture); this
+sensor only observes it: every tick it records the slot's lag, whether a capture streams it and the last durable
+commit on the `changes/log` asset, evaluates its check `rpo_within_target` (AEGIS_RPO_SECONDS), and raises an
+alert when the RPO goes above its target — and one when it is back under it. A gap in the change log (a slot made
+again) or an ALTER of a protected table gets a fresh checkpoint of the tables it touched: the first base after it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import dagster as dg
+
+from resources import CheckpointStore, SourceDatabase
+from resources.capture import change_log
+from resources.capture.health import CHANGE_LOG, RPO_CHECK, capture_health
+from resources.capture.pgoutput import lsn_text
+from resources.databases.adbc import OUTAGE_ERRORS
+from resources.databases.table_refs import TableRef
+from sensors.alerts import WEBHOOK_VAR, post
+
+
+def health_metadata(health) -> dict:
+    return {"slot": health.slot, "streaming": health.streaming, "lag_bytes": health.lag_bytes,
+            "rpo_seconds": health.rpo_seconds, "rpo_target_seconds": health.target_seconds,
+            "durable_lsn": lsn_text(health.durable_lsn) if health.durable_lsn is not None else None,
+            "durable_at": health.durable_at.isoformat() if health.durable_at else None,
+            "wal_status": health.wal_status}
+
+
+def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequence[TableRef], state: dict
+                      ) -> list[dg.RunRequest]:
+    """A checkpoint of every table a gap or an ALTER touched since the last tick: the first base after it."""
+    requests = []
+    for event in change_log.events(change_log.location(lake), state.get("events_lsn", 0)):
+        touched = [t for t in tables if event["relation"] in (None, change_log.relation_name(t.schema, t.name))]
+        state["events_lsn"] = event["lsn"]
+        if not touched:
+            continue
+        context.log.warning(f"the change log recorded a {event['kind']} at {lsn_text(event['lsn'])} ({event['why']}): "
+                            f"a fresh checkpoint of {', '.join(t.label for t in touched)}")
+        requests.append(dg.RunRequest(
+            run_key=f"fresh-checkpoint-{event['kind']}-{event['lsn']}",
+            asset_selection=[dg.AssetKey(["checkpoints", *t.key_path]) for t in touched],
+            tags={"aegis/trigger": "capture_watch", "aegis/reason": event["kind"]}))
+    return requests
+
+
+def build_capture_watch(tables: Sequence[TableRef], job: dg.UnresolvedAssetJobDefinition,
+                        interval_seconds: int = 15) -> dg.SensorDefinition:
+    @dg.sensor(name="capture_watch", minimum_interval_seconds=interval_seconds, job=job,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Observes the change capture (slot lag, RPO, last durable commit) on changes/log and "
+               "alerts when the RPO exceeds AEGIS_RPO_SECONDS, and when it recovers; takes a fresh checkpoint of the "
+               "tables a gap in the log or an ALTER TABLE touched.")
+    def capture_watch(context: dg.SensorEvaluationContext, source_db: SourceDatabase,
+                      checkpoints: CheckpointStore):
+        try:
+            health = capture_health(source_db, checkpoints.lake)
+        except OUTAGE_ERRORS as exc:
+            return dg.SkipReason(f"cannot look at the capture now: {type(exc).__name__}")
+        if health is None:
+            return dg.SkipReason("an SQLite source: no change capture to watch")
+        problems = health.problems
+        metadata = health_metadata(health)
+        context.instance.report_runless_asset_event(dg.AssetObservation(CHANGE_LOG, metadata=metadata))
+        context.instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=CHANGE_LOG, check_name=RPO_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={**metadata, "problems": "; ".join(problems) or "none"}))
+        state = json.loads(context.cursor) if context.cursor else {"alerting": False}
+        if bool(problems) != state["alerting"]:
+            alert = {"kind": "rpo_exceeded" if problems else "rpo_recovered", "slot": health.slot,
+                     "rpo_seconds": health.rpo_seconds, "target_seconds": health.target_seconds,
+                     "description": "; ".join(problems) or health.summary()}
+            (context.log.error if problems else context.log.info)("AEGIS_ALERT " + json.dumps(alert, sort_keys=True))
+            if url := os.environ.get(WEBHOOK_VAR):
+                post(url, alert)
+            state["alerting"] = bool(problems)
+        requests = fresh_checkpoints(context, checkpoints.lake, tables, state)
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=json.dumps(state))
+        context.update_cursor(json.dumps(state))
+        return dg.SkipReason("; ".join(problems) or health.summary())
+
+    return capture_watch
