@@ -42,6 +42,9 @@ REFUSED = {  # values that name objects of one database, or the server's interna
     "aclitem", "refcursor",
 }
 MAX_INT = 1 << 64
+# a checkpoint's helper sessions (pg_dump, fingerprints) read the table its main session already holds: behind a
+# DROP or ALTER queued in between they would wait for each other forever, so they give up after this long
+LOCK_WAIT = "5s"
 
 
 class UnsupportedTypeError(TypeError):
@@ -169,10 +172,14 @@ def dump_schema(location: str, ref: TableRef, snapshot: str | None) -> dict[str,
     sections = {}
     for section in ("pre-data", "post-data"):
         command = [binary, "--schema-only", f"--section={section}", "--no-password", f"--table={pattern}",
+                   f"--lock-wait-timeout={LOCK_WAIT}",
                    *([f"--snapshot={snapshot}"] if snapshot else []), f"--dbname={dsn}"]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
         if done.returncode != 0:
-            raise SchemaDumpError(f"pg_dump of {ref.label} failed: {done.stderr.strip()[:400]}")
+            waited = " (another session waits for an exclusive lock on it — a DROP, ALTER or TRUNCATE — and this " \
+                "checkpoint's own read holds the table: it gives way instead of waiting forever; the next one " \
+                "retries)" if "lock" in done.stderr.lower() else ""
+            raise SchemaDumpError(f"pg_dump of {ref.label} failed: {done.stderr.strip()[:400]}{waited}")
         sections[section.replace("-", "_")] = split_statements(done.stdout)
     if not any(s.startswith("CREATE TABLE") for s in sections["pre_data"]):
         raise SchemaDumpError(f"pg_dump did not describe {ref.label} (is it a plain table?)")

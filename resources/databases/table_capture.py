@@ -148,6 +148,9 @@ def _fingerprint_in_snapshot(parsed: ParsedUrl, variable: str, snapshot_name: st
                              columns: list[str] | None = None) -> tuple[int, str]:
     with adbc_connection(parsed, variable) as conn:
         pg.open_session(conn)
+        with conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '{pg.LOCK_WAIT}'")  # never wait forever behind a queued DROP
+        conn.commit()
         with pg.snapshot(conn, imported=snapshot_name):
             return pg.fingerprint(conn, ref.sql, columns)
 
