@@ -27,13 +27,13 @@ env: .env
 	sed "s/^AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-change-me}$$/AEGIS_PII_KEY=\$${AEGIS_PII_KEY:-dev-only-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}/" .env.example > .env
 	@echo "wrote .env from .env.example (with a generated development PII key)"
 
-up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000 (and the change capture beside it, for a PostgreSQL source)
+up: install env .dagster_home/dagster.yaml  ## set up and run the platform on the embedded stack: http://127.0.0.1:3000, with the change capture beside it (Litestream for SQLite)
 	mkdir -p data
-	$(BIN)/python -m platform_assets.protection.capture_process --beside-dagster & capture=$$!; \
+	$(BIN)/python -m platform_assets.protection.capture_process & capture=$$!; \
 	trap 'kill $$capture 2>/dev/null' EXIT INT TERM; \
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-capture: install env  ## the change capture alone (PostgreSQL source with wal_level=logical): every commit of the protected tables into the lake
+capture: install env  ## the change capture alone: PostgreSQL (wal_level=logical) into the change log, SQLite through Litestream
 	$(BIN)/python -m platform_assets.protection.capture_process
 
 # the local instance (run queue polled every second, short-lived skipped sensor ticks): docker/dagster.local.yaml

@@ -39,6 +39,7 @@ from platform_assets.protection.safeguard import (
     measure_loss,
     refusal_message,
 )
+from platform_assets.protection.sqlite_point_in_time import from_replica
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 from resources.databases.consistency_groups import ConsistencyGroup
 from resources.databases.table_refs import TableRef, safe_component
@@ -148,9 +149,12 @@ def _restore_alone(context: dg.AssetExecutionContext, group: ConsistencyGroup, r
         _refuse(context, key, checkpoints, source_db, plan, ref.renamed(plan.target), verdict, policy)
         return
     aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
-    outcome = restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning,
-                      cut=_cut(checkpoints, source_db, [ref], config))
-    if plan.target == ref.name:
+    as_of, wants = _parse_time(config.as_of) if config.as_of else None, config.replay and not config.checkpoint_id
+    outcome = (from_replica(checkpoints, source_db, [Part(table, plan.target, aside)], [ref], as_of, wants,
+                            context.log.warning) or
+               [restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning,
+                        cut=_cut(checkpoints, source_db, [ref], config))])[0]
+    if plan.target == ref.name and not outcome.checkpoint_id.startswith("litestream:"):
         outcome.warnings += partners_changed(checkpoints, source_db, table, outcome.checkpoint_id,
                                              group.partners([table]))
     yield _report(context, checkpoints, ref, outcome, verdict, started, policy)
@@ -187,11 +191,14 @@ def _restore_together(context: dg.AssetExecutionContext, group: ConsistencyGroup
             return
     parts = [Part(ref.id, plans[ref.id].target, aside_name(safe_component(plans[ref.id].target), started)
                   if verdicts[ref.id].action == "replace" else None) for ref in refs]
-    outcomes = restore_group(checkpoints, source_db, parts, candidates, bool(config.checkpoint_id),
-                             log=context.log.warning, cut=_cut(checkpoints, source_db, refs, config))
+    outcomes = from_replica(checkpoints, source_db, parts, refs, _parse_time(config.as_of) if config.as_of else None,
+                            config.replay and not config.checkpoint_id, context.log.warning) or \
+        restore_group(checkpoints, source_db, parts, candidates, bool(config.checkpoint_id),
+                      log=context.log.warning, cut=_cut(checkpoints, source_db, refs, config))
     for ref, outcome in zip(refs, outcomes, strict=True):
-        outcome.warnings += partners_changed(checkpoints, source_db, ref.id, outcome.checkpoint_id,
-                                             group.partners(ids))
+        if not outcome.checkpoint_id.startswith("litestream:"):
+            outcome.warnings += partners_changed(checkpoints, source_db, ref.id, outcome.checkpoint_id,
+                                                 group.partners(ids))
         yield _report(context, checkpoints, ref, outcome, verdicts[ref.id], started, policy)
 
 
