@@ -28,13 +28,14 @@ def test_every_layer_is_an_asset_group_and_every_asset_is_daily_partitioned():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         groups.setdefault(node.group_name, []).append(key)
-        if node.group_name in ("checkpoints", "recovery", "lake_maintenance", "quality", "security"):  # not per day
+        if node.group_name in ("checkpoints", "recovery", "lake_maintenance", "quality", "security", "capture"):
             assert node.partitions_def is None, key
         else:
             assert node.partitions_def == daily, key
         assert node.description, f"{key.to_user_string()} needs a description for the UI"
     assert set(groups) == {"source", "bronze", "silver", "gold", "serving", "reports", "checkpoints", "recovery",
-                           "lake_maintenance", "quality", "security"}
+                           "lake_maintenance", "quality", "security", "capture"}
+    assert groups["capture"] == [dg.AssetKey(["changes", "log"])]
     assert groups["quality"] == [dg.AssetKey("quality_gate_log")]
     assert set(groups["security"]) == {dg.AssetKey(["security", "warehouse_access"]),
                                        dg.AssetKey(["security", "posture"]), dg.AssetKey(["security", "erasure_log"])}

@@ -23,7 +23,7 @@ def variables_read_by_the_code() -> set[str]:
 
 def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "s3", "code", "webserver", "daemon", "metrics"}
+    assert set(services) == {"postgres", "s3", "code", "webserver", "daemon", "metrics", "capture"}
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
     assert services["code"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
@@ -36,11 +36,14 @@ def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("/", "."))}
     assert used == declared == {"postgres-data", "s3-data"}
     assert "/var/run/docker.sock" in " ".join(services["daemon"]["volumes"]), "DockerRunLauncher needs the socket"
+    assert "wal_level=logical" in services["postgres"]["command"], "the change capture needs logical decoding"
+    assert services["capture"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                                 "s3": {"condition": "service_healthy"}}
 
 
 def test_every_variable_the_code_reads_is_set_for_the_platform_containers():
     environment = COMPOSE["services"]["code"]["environment"]
-    for name in ("webserver", "daemon", "metrics"):
+    for name in ("webserver", "daemon", "metrics", "capture"):
         assert COMPOSE["services"][name]["environment"] == environment
     missing = variables_read_by_the_code() - set(environment)
     assert not missing, f"read by the code but not set in docker-compose.yml: {sorted(missing)}"

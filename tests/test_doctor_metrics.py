@@ -104,7 +104,7 @@ def test_metrics_serve_openmetrics_with_the_checkpoint_age_of_every_protected_ta
                  "aegis_macro_api_latency_seconds"):
         assert name in families, sorted(families)
     assert {s.labels["section"]: s.value for s in families["aegis_scrape_errors"].samples} == {
-        "checkpoints": 0.0, "breaker": 0.0, "restores": 0.0, "checks": 0.0, "macro": 0.0}
+        "checkpoints": 0.0, "breaker": 0.0, "capture": 0.0, "restores": 0.0, "checks": 0.0, "macro": 0.0}
     assert CHECKPOINT_KEY not in body and PII_KEY not in body
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from platform_assets.protection.point_in_time import change_log_of
 from platform_assets.protection.protected import DEFAULT_LAKE_URL, DEFAULT_URL, resolve
 from resources.capture import litestream
+from resources.capture.health import capture_health
 from resources.capture.litestream import LitestreamError
 from resources.capture.postgres_capture import SLOT_VAR, Capture, CaptureError, check_slot_name, prepare, slot_name
 from resources.checkpoints.store import CheckpointStore
@@ -30,11 +31,18 @@ from resources.urls import absolute
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--flush-seconds", type=float, default=float(os.environ.get("AEGIS_CAPTURE_FLUSH", "1")))
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 when the capture streams and the RPO is within AEGIS_RPO_SECONDS (healthcheck)")
     args = parser.parse_args(argv)
     for warning in apply_env_file():
         print(f"warning: {warning}", file=sys.stderr)
     source = SourceDatabase(url=os.environ.get(SourceDatabase.ENV_VAR) or DEFAULT_URL)
     lake = Lake(url=os.environ.get(Lake.ENV_VAR) or DEFAULT_LAKE_URL)
+    if args.check:
+        health = capture_health(source, lake)
+        problems = health.problems if health is not None else []
+        print("; ".join(problems) or (health.summary() if health else "an SQLite source: Litestream replicates it"))
+        return 1 if problems else 0
     if source.kind == "sqlite":
         return replicate_sqlite(source, lake)
     store = CheckpointStore(lake=lake)
