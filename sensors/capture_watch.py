@@ -60,8 +60,6 @@ def build_capture_watch(tables: Sequence[TableRef], job: dg.UnresolvedAssetJobDe
             health = capture_health(source_db, checkpoints.lake)
         except OUTAGE_ERRORS as exc:
             return dg.SkipReason(f"cannot look at the capture now: {type(exc).__name__}")
-        if health is None:
-            return dg.SkipReason("an SQLite source: no change capture to watch")
         problems = health.problems
         metadata = health_metadata(health)
         context.instance.report_runless_asset_event(dg.AssetObservation(CHANGE_LOG, metadata=metadata))

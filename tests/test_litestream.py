@@ -15,6 +15,7 @@ import pytest
 from platform_assets.protection.restoring import Part
 from platform_assets.protection.sqlite_point_in_time import from_replica, replica_of
 from resources import CheckpointStore, Lake, SourceDatabase
+from resources.capture.health import capture_health
 from resources.databases.table_refs import TableRef
 from tests.test_change_capture import CaptureProcess
 
@@ -25,6 +26,9 @@ CREATE TRIGGER items_positive BEFORE INSERT ON items WHEN NEW.price < 0 BEGIN SE
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
 INSERT INTO items SELECT i, 'item ' || i, i / 7.0, randomblob(8), CASE i % 3 WHEN 0 THEN i WHEN 1 THEN 'x' END FROM n;
 """
+
+
+replicated_capture: list[CaptureProcess] = []
 
 
 def typed(path: Path, table: str) -> tuple[list, list]:
@@ -47,6 +51,7 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     url = f"sqlite:///{source}"
     capture = CaptureProcess(url, work, {"AEGIS_PROTECTED_TABLES": "items"})
     capture.start()
+    replicated_capture[:] = [capture]
     store = CheckpointStore(lake=Lake(url=f"file://{work}/lake"))
     db = SourceDatabase(url=url)
     store.write(db, "items")
@@ -90,3 +95,17 @@ def test_a_dropped_table_comes_back_with_every_change_shipped_before_the_drop(re
     outcomes = from_replica(store, db, [Part("items", "items")], [TableRef(None, "items")], None, True)
     assert typed(source, "items") == before
     assert outcomes[0].rows == len(before[0])
+
+
+def test_the_replica_health_says_when_litestream_falls_behind(replicated, monkeypatch):
+    source, db, store = replicated
+    monkeypatch.setenv("AEGIS_RPO_SECONDS", "2")
+    time.sleep(1.5)
+    health = capture_health(db, store.lake)
+    assert health.kind == "sqlite" and health.problems == [], health.summary()
+    capture = replicated_capture[0]
+    capture.kill()  # Litestream dies with it
+    change(source, 9)
+    time.sleep(3)
+    problems = capture_health(db, store.lake).problems
+    assert problems and "above its target" in problems[0], problems

@@ -8,7 +8,7 @@ the lake and the Dagster instance (DAGSTER_HOME) — nothing is kept in the proc
 - aegis_macro_api_latency_seconds: the newest bronze/macro_indicators fetch; aegis_macro_api_errors_total{kind}:
   failed attempts that were retried, and series served from a fallback
 - aegis_capture_streaming, aegis_capture_lag_bytes, aegis_capture_rpo_seconds, aegis_capture_rpo_target_seconds:
-  the change capture of a PostgreSQL source (capture_health.py); absent for an SQLite source
+  the change capture (resources/capture/health.py: the slot for PostgreSQL, Litestream's replica for SQLite)
 """
 
 from __future__ import annotations
@@ -76,12 +76,11 @@ class AegisCollector(Collector):
     def _capture(self) -> Iterator:
         health = capture_health(SourceDatabase(url=setting("AEGIS_SOURCE_URL")),
                                 Lake(url=setting("AEGIS_LAKE_URL")))
-        if health is None:
-            return
-        yield GaugeMetricFamily("aegis_capture_streaming", "1 when a capture process streams the slot",
+        yield GaugeMetricFamily("aegis_capture_streaming", "1 when the capture keeps up (PostgreSQL: streams the slot)",
                                 value=1.0 if health.streaming else 0.0)
-        yield GaugeMetricFamily("aegis_capture_lag_bytes", "WAL bytes committed on the source, not yet in the lake",
-                                value=float(health.lag_bytes) if health.lag_bytes is not None else math.inf)
+        if health.kind == "postgres":
+            yield GaugeMetricFamily("aegis_capture_lag_bytes", "WAL bytes committed on the source, not in the lake",
+                                    value=float(health.lag_bytes) if health.lag_bytes is not None else math.inf)
         yield GaugeMetricFamily("aegis_capture_rpo_seconds", "Seconds of committed work a loss now would take",
                                 value=health.rpo_seconds if health.rpo_seconds is not None else math.inf)
         yield GaugeMetricFamily("aegis_capture_rpo_target_seconds", "AEGIS_RPO_SECONDS", value=health.target_seconds)

@@ -19,8 +19,6 @@ change_log = dg.AssetSpec(
                 "seconds (default 5).")
 def rpo_within_target(source_db: SourceDatabase, checkpoints: CheckpointStore) -> dg.AssetCheckResult:
     health = capture_health(source_db, checkpoints.lake)
-    if health is None:
-        return dg.AssetCheckResult(passed=True, metadata={"capture": "an SQLite source: no change capture"})
     problems = health.problems
     return dg.AssetCheckResult(passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
                                description="; ".join(problems) or health.summary(),

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     lake = Lake(url=os.environ.get(Lake.ENV_VAR) or DEFAULT_LAKE_URL)
     if args.check:
         health = capture_health(source, lake)
-        problems = health.problems if health is not None else []
-        print("; ".join(problems) or (health.summary() if health else "an SQLite source: Litestream replicates it"))
+        problems = health.problems
+        print("; ".join(problems) or health.summary())
         return 1 if problems else 0
     if source.kind == "sqlite":
         return replicate_sqlite(source, lake)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
-from resources.capture import change_log
+from resources.capture import change_log, litestream
 from resources.capture.pgoutput import lsn_text, parse_lsn
 from resources.capture.postgres_capture import SLOT_VAR, slot_name
 from resources.databases.source_database import SourceDatabase
@@ -46,9 +49,19 @@ class CaptureHealth:
     durable_at: dt.datetime | None  # when the capture last landed changes (or its position) in the lake
     rpo_seconds: float | None  # 0 when the lake holds everything committed; else the age of what it holds
     target_seconds: float
+    kind: str = "postgres"  # or "sqlite": `slot` names the Litestream replica, `durable_at` its newest state
 
     @property
     def problems(self) -> list[str]:
+        if self.kind == "sqlite":
+            if not self.slot_exists:
+                return [f"the Litestream replica {self.slot} holds nothing: the source is not replicated (start "
+                        "make capture)"]
+            if self.rpo_seconds is not None and self.rpo_seconds > self.target_seconds:
+                return [f"RPO {self.rpo_seconds:.1f} s is above its target {self.target_seconds:g} s ({RPO_VAR}): "
+                        f"the database was written after the replica's newest state ({self.durable_at:%H:%M:%S}); "
+                        "is Litestream running (make capture)?"]
+            return []
         found = []
         if not self.slot_exists:
             found.append(f"there is no replication slot {self.slot}: nothing is being captured (start make capture)")
@@ -63,16 +76,20 @@ class CaptureHealth:
         return found
 
     def summary(self) -> str:
+        if self.kind == "sqlite":
+            newest = f"{self.durable_at.isoformat()}" if self.durable_at else "none"
+            return (f"Litestream replica {self.slot}: newest state {newest}, RPO {self.rpo_seconds or 0:.1f} s "
+                    f"(target {self.target_seconds:g} s)")
         held = f"durable up to {lsn_text(self.durable_lsn)}" if self.durable_lsn is not None else "nothing durable yet"
         rpo = f", RPO {self.rpo_seconds:.1f} s" if self.rpo_seconds is not None else ""
         return (f"slot {self.slot} {'streaming' if self.streaming else 'idle'}, lag {self.lag_bytes} byte(s), "
                 f"{held}{rpo} (target {self.target_seconds:g} s)")
 
 
-def capture_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime | None = None) -> CaptureHealth | None:
-    """None where no capture is configured (an SQLite source)."""
-    if source_db.kind != "postgres":
-        return None
+def capture_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime | None = None) -> CaptureHealth:
+    """The capture's health: the slot for PostgreSQL, the Litestream replica for SQLite."""
+    if source_db.kind == "sqlite":
+        return _replica_health(source_db, lake, now or dt.datetime.now(dt.UTC))
     now = now or dt.datetime.now(dt.UTC)
     slot = os.environ.get(SLOT_VAR) or slot_name(source_db.parsed.location)
     with source_db.connect() as conn, conn.cursor() as cur:
@@ -90,3 +107,24 @@ def capture_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime | Non
         rpo = 0.0 if lag is not None and lag <= 0 else max(0.0, (now - durable_at).total_seconds())
     return CaptureHealth(slot, confirmed is not None or active is not None, bool(active), wal_status,
                          max(lag, 0) if lag is not None else None, durable_lsn, durable_at, rpo, rpo_target())
+
+
+def _replica_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime) -> CaptureHealth:
+    """SQLite: the newest state Litestream shipped against the last write to the database file (and its WAL)."""
+    work = Path(tempfile.mkdtemp(prefix="aegis-health-"))
+    try:
+        replica = litestream.replica_for(source_db.parsed.location, lake, work)
+        try:
+            syncs = litestream.syncs(replica)
+        except litestream.LitestreamError:
+            syncs = []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    files = [replica.database, replica.database.with_name(replica.database.name + "-wal")]
+    written = max((dt.datetime.fromtimestamp(f.stat().st_mtime, dt.UTC) for f in files if f.exists()), default=None)
+    newest = syncs[-1].at if syncs else None
+    # a write after the newest shipped state is not in the replica yet (Litestream prints whole seconds: 1.5 s slack)
+    behind = written is not None and newest is not None and written > newest + dt.timedelta(seconds=1.5)
+    rpo = None if newest is None else ((now - newest).total_seconds() if behind else 0.0)
+    return CaptureHealth(replica.database.name, bool(syncs), not behind, None, None, None, newest, rpo,
+                         rpo_target(), kind="sqlite")
