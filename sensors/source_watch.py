@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
+from resources.capture import change_log
 from resources.databases.adbc import OUTAGE_ERRORS
 from resources.databases.consistency_groups import ConsistencyGroup, group_of
 from resources.databases.table_refs import TableRef
@@ -97,7 +98,8 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
                         state.update(state="shrunk", shrinks=state["shrinks"] + 1, detected_at=now, retries=0)
                         context.log.error(f"ALERT: {table} holds {rows:,} rows, below "
                                           f"{policy.shrink_alert_share:.0%} of its newest checkpoint "
-                                          f"({expected:,} rows)")
+                                          f"({expected:,} rows)"
+                                          + just_before(checkpoints, source_db, ref.in_schema(default), newest))
                     if policy.restore_on_shrink:
                         key = f"restore-{ref.flat_id}-shrink-{state['shrinks']}"
                         if state.get("requested") != key:
@@ -117,6 +119,26 @@ def build_source_watch(tables: Sequence[TableRef], job, policy: RecoveryPolicy |
         return dg.SkipReason(("; ".join(notes) or f"all {len(tables)} protected tables present") + unmatched)
 
     return source_table_watch
+
+
+def just_before(checkpoints: CheckpointStore, source_db: SourceDatabase, ref: TableRef, newest: dict | None) -> str:
+    """The moment before the transaction that removed the most rows since the newest checkpoint, as the change log
+    saw it — what to restore to (one run config: before_transaction) — or nothing where no log is kept."""
+    if source_db.kind != "postgres" or newest is None:
+        return ""
+    try:
+        since = dt.datetime.fromisoformat(newest["created_at"])
+        changes = change_log.activity(change_log.location(checkpoints.lake),
+                                      [change_log.relation_name(ref.schema, ref.name)], since)
+        removals = [t for t in change_log.largest_transactions(changes, 50) if t["D"] or t["T"]]
+    except Exception:  # noqa: BLE001 - the alert goes out whatever the log can say
+        return ""
+    if not removals:
+        return ""
+    worst = max(removals, key=lambda t: (t["T"], t["D"]))
+    what = "truncated it" if worst["T"] else f"deleted {worst['D']:,} row(s)"
+    return (f"; transaction {worst['xid']} {what} at {worst['commit_time'].isoformat()}: restore to just before it "
+            f"with before_transaction: {worst['xid']} (recovery/{ref.id}, target_table to restore beside)")
 
 
 def _together(requests: list[tuple[TableRef, str, dict, str]],

@@ -19,6 +19,7 @@ import pytest
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
 from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for
+from platform_assets.protection.restore_config import RestoreConfig, moment
 from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
 from resources import CheckpointStore, Lake, SourceDatabase
 from resources.capture import change_log
@@ -27,6 +28,7 @@ from resources.capture.postgres_capture import slot_name
 from resources.databases.postgres_tables import SchemaDumpError, dump_schema
 from resources.databases.table_refs import TableRef
 from sensors.capture_watch import fresh_checkpoints
+from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
 from tests.test_restore_in_new_process import assert_no_failed_run, pg_existing, wait_for_restores
@@ -237,6 +239,22 @@ def test_a_table_restored_to_a_second_equals_the_table_at_that_second(platform):
         restore(store, db, plan_restore(store, table, as_of=as_of, target_table=target), cut=cut)
         got = Counter(line.replace(f"{target}", table) for line in truth(capture.url, target).elements())
         assert got == then[table], f"{table} as of {as_of} differs from the table at that second"
+
+
+def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_before_it(platform):
+    db, store, capture = platform
+    store.write(db, "acct")
+    psql(capture.url, "UPDATE acct SET note = 'kept' WHERE id = 1")
+    before = truth(capture.url, "acct")
+    xid = int(psql(capture.url, "BEGIN; DELETE FROM acct WHERE id > 10; SELECT txid_current(); COMMIT").split()[-1])
+    psql(capture.url, "UPDATE acct SET note = 'after' WHERE id = 2")
+    caught_up(store, capture.url)
+    ref = TableRef("public", "acct")
+    alert = just_before(store, db, ref, store.newest_manifest("acct"))
+    assert f"transaction {xid} deleted" in alert and f"before_transaction: {xid}" in alert, alert
+    as_of, cut = moment(store, db, [ref], RestoreConfig(before_transaction=xid))
+    restore(store, db, plan_restore(store, "acct", as_of=as_of, target_table="acct_before"), cut=cut())
+    assert truth(capture.url, "acct_before") == before
 
 
 def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_checkpoint_is_requested(platform):

@@ -14,7 +14,7 @@ from resources.capture import change_log, postgres_replay
 from resources.capture.change_log import ChangeLogLocation, relation_name
 from resources.capture.pgoutput import lsn_text, parse_lsn
 from resources.capture.postgres_capture import PUBLICATION, RESTORE_PREFIX
-from resources.capture.replay import ReplayError, ReplayPlan, Snapshot, after_checkpoint, plan
+from resources.capture.replay import ReplayError, ReplayPlan, Snapshot, after_checkpoint, plan, seen_beyond
 from resources.checkpoints.store import CheckpointStore
 from resources.databases.source_database import SourceDatabase
 from resources.databases.table_refs import TableRef, quote_name
@@ -35,6 +35,7 @@ class Cut:
     lsn: int
     why: str
     latest: bool = False  # a loss: every durable commit (a gap cuts it short, with a warning, instead of failing)
+    as_of: dt.datetime | None = None  # the checkpoints a restore may start from were taken before this
 
 
 def change_log_of(store: CheckpointStore) -> ChangeLogLocation:
@@ -72,6 +73,20 @@ def cut_for(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableR
     return Cut(held[0], f"every change committed up to {lsn_text(held[0])}", latest=True)
 
 
+def before_transaction(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableRef], xid: int) -> Cut:
+    """The cut just before transaction `xid` (as the change log and the timeline show it) touched these tables."""
+    with source_db.connect() as conn:
+        default = _default_schema(conn)
+    relations = [relation_name(r.in_schema(default).schema, r.name) for r in refs]
+    found = change_log.transaction(change_log_of(store), relations, xid & 0xFFFFFFFF)  # pgoutput's 32 bits
+    if found is None:
+        raise ReplayError(f"the change log has no transaction {xid} touching {', '.join(relations)} (see the "
+                          "largest transactions on changes/log)")
+    lsn, committed = found
+    return Cut(lsn - 1, f"just before transaction {xid} (committed {committed.isoformat()})",
+               as_of=committed - dt.timedelta(microseconds=1))
+
+
 def _default_schema(conn) -> str:
     with conn.cursor() as cur:
         cur.execute("SELECT current_schema()")
@@ -101,6 +116,9 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
             cut = Cut(min(cut.lsn, gap["from_lsn"]), f"the last commit before the gap at {lsn_text(gap['from_lsn'])}")
             break
     log = change_log.read(where, relation_name(ref.schema, ref.name))
+    if (later := seen_beyond(log, snapshot, cut.lsn)) is not None:
+        raise ReplayError(f"checkpoint {manifest['id']} already holds transaction {later['xid']} (committed "
+                          f"{later['commit_time']}), after {cut.why}: an older checkpoint is the base")
     changes = after_checkpoint(log, snapshot, cut.lsn)
     restores = [c for c in changes if c["op"] == "R"]
     if restores:  # restored by Aegis since: the state it put in place, then what followed it

@@ -20,7 +20,7 @@ import dagster as dg
 
 from platform_assets.protection.checkpoints import checkpoint_partitions, checkpoint_table
 from platform_assets.protection.consistency import common_candidates, partners_changed
-from platform_assets.protection.point_in_time import cut_for
+from platform_assets.protection.restore_config import RestoreConfig, moment
 from platform_assets.protection.restoring import (
     Part,
     RestoreOutcome,
@@ -46,23 +46,6 @@ from resources.databases.table_refs import TableRef, safe_component
 
 RECOVERY_LOG = dg.AssetKey("recovery_log")
 LOG_ROWS = 100
-
-
-class RestoreConfig(dg.Config):
-    checkpoint_id: str | None = None  # exactly this checkpoint (no fallback); default: the newest that verifies
-    as_of: str | None = None  # ISO 8601 time: the newest checkpoint taken at or before it (+ the change log up to it)
-    replay: bool = True  # where the change capture runs: apply every change committed after the checkpoint
-    target_table: str | None = None  # restore beside the live table, under this name
-    replace_live_table: bool = False  # replace a present, healthy table; it is kept aside, never dropped
-    dry_run: bool = False  # show the plan and whether it would be refused; change nothing
-
-
-def _parse_time(text: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"as_of {text!r} is not an ISO 8601 time (e.g. 2026-11-22T14:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def recovery_log_table(entries: list[dict]) -> dg.TableMetadataValue:
@@ -138,8 +121,8 @@ def _restore_alone(context: dg.AssetExecutionContext, group: ConsistencyGroup, r
                    policy: RecoveryPolicy):
     table, key = ref.id, dg.AssetKey(["recovery", *ref.key_path])
     started = dt.datetime.now(dt.UTC)
-    plan = plan_restore(checkpoints, table, config.checkpoint_id,
-                        _parse_time(config.as_of) if config.as_of else None, config.target_table)
+    as_of, cut = moment(checkpoints, source_db, [ref], config)
+    plan = plan_restore(checkpoints, table, config.checkpoint_id, as_of, config.target_table)
     verdict = _judge(checkpoints, source_db, ref, plan.target, config, policy)
     if config.dry_run:
         _observe(context, key, f"dry run: would {verdict.action} {plan.target} ({verdict.reason})",
@@ -149,11 +132,9 @@ def _restore_alone(context: dg.AssetExecutionContext, group: ConsistencyGroup, r
         _refuse(context, key, checkpoints, source_db, plan, ref.renamed(plan.target), verdict, policy)
         return
     aside = aside_name(safe_component(plan.target), started) if verdict.action == "replace" else None
-    as_of, wants = _parse_time(config.as_of) if config.as_of else None, config.replay and not config.checkpoint_id
-    outcome = (from_replica(checkpoints, source_db, [Part(table, plan.target, aside)], [ref], as_of, wants,
-                            context.log.warning) or
-               [restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning,
-                        cut=_cut(checkpoints, source_db, [ref], config))])[0]
+    outcome = (from_replica(checkpoints, source_db, [Part(table, plan.target, aside)], [ref], as_of,
+                            config.replay and not config.checkpoint_id, context.log.warning) or
+               [restore(checkpoints, source_db, plan, aside=aside, log=context.log.warning, cut=cut())])[0]
     if plan.target == ref.name and not outcome.checkpoint_id.startswith("litestream:"):
         outcome.warnings += partners_changed(checkpoints, source_db, table, outcome.checkpoint_id,
                                              group.partners([table]))
@@ -171,8 +152,8 @@ def _restore_together(context: dg.AssetExecutionContext, group: ConsistencyGroup
                          allow_retries=False)
     started = dt.datetime.now(dt.UTC)
     ids = [ref.id for ref in refs]
-    candidates = common_candidates(checkpoints, ids, config.checkpoint_id,
-                                   _parse_time(config.as_of) if config.as_of else None)
+    as_of, cut = moment(checkpoints, source_db, refs, config)
+    candidates = common_candidates(checkpoints, ids, config.checkpoint_id, as_of)
     plans = {ref.id: RestorePlan(ref.id, original_name(checkpoints, ref.id, candidates), candidates,
                                  explicit=bool(config.checkpoint_id)) for ref in refs}
     verdicts = {ref.id: _judge(checkpoints, source_db, ref, plans[ref.id].target, config, policy) for ref in refs}
@@ -191,21 +172,15 @@ def _restore_together(context: dg.AssetExecutionContext, group: ConsistencyGroup
             return
     parts = [Part(ref.id, plans[ref.id].target, aside_name(safe_component(plans[ref.id].target), started)
                   if verdicts[ref.id].action == "replace" else None) for ref in refs]
-    outcomes = from_replica(checkpoints, source_db, parts, refs, _parse_time(config.as_of) if config.as_of else None,
-                            config.replay and not config.checkpoint_id, context.log.warning) or \
+    outcomes = from_replica(checkpoints, source_db, parts, refs, as_of, config.replay and not config.checkpoint_id,
+                            context.log.warning) or \
         restore_group(checkpoints, source_db, parts, candidates, bool(config.checkpoint_id),
-                      log=context.log.warning, cut=_cut(checkpoints, source_db, refs, config))
+                      log=context.log.warning, cut=cut())
     for ref, outcome in zip(refs, outcomes, strict=True):
         if not outcome.checkpoint_id.startswith("litestream:"):
             outcome.warnings += partners_changed(checkpoints, source_db, ref.id, outcome.checkpoint_id,
                                                  group.partners(ids))
         yield _report(context, checkpoints, ref, outcome, verdicts[ref.id], started, policy)
-
-
-def _cut(checkpoints: CheckpointStore, source_db: SourceDatabase, refs: list[TableRef], config: RestoreConfig):
-    if not config.replay or config.checkpoint_id:
-        return None
-    return cut_for(checkpoints, source_db, refs, _parse_time(config.as_of) if config.as_of else None)
 
 
 def _judge(checkpoints: CheckpointStore, source_db: SourceDatabase, ref: TableRef, target: str,

@@ -12,6 +12,7 @@ capture stands can never disagree; the replication slot is confirmed only after 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -115,6 +116,19 @@ def position(loc: ChangeLogLocation) -> tuple[int, str | None] | None:
     return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py().isoformat()
 
 
+def transaction(loc: ChangeLogLocation, relations: list[str], xid: int) -> tuple[int, dt.datetime] | None:
+    """(commit LSN, commit time) of the newest transaction `xid` that touched any of `relations`."""
+    log = _open(loc)
+    if log is None:
+        return None
+    found = log.to_pyarrow_table(columns=["lsn", "commit_time"], filters=[("relation", "in", relations),
+                                                                          ("xid", "=", xid)])
+    if not found.num_rows:
+        return None
+    at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
+    return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py()
+
+
 def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | None:
     """The LSN of the last commit at or before `as_of` that touched any of `relations` (None: none did)."""
     log = _open(loc)
@@ -149,3 +163,30 @@ def gaps(loc: ChangeLogLocation) -> list[dict]:
         return []
     found = log.to_pyarrow_table(columns=["commit_time", "note"], filters=[("relation", "=", GAP)]).to_pylist()
     return sorted(({**json.loads(r["note"]), "at": r["commit_time"]} for r in found), key=lambda g: g["to_lsn"])
+
+
+def activity(loc: ChangeLogLocation, relations: list[str], since: dt.datetime) -> pa.Table:
+    """The changes of `relations` committed since `since`: relation, lsn, commit_time, xid and op, one row per
+    change (what the timeline and the shrink alert summarise)."""
+    log = _open(loc)
+    columns = ["relation", "lsn", "commit_time", "xid", "op"]
+    if log is None:
+        return SCHEMA.empty_table().select(columns)
+    return log.to_pyarrow_table(columns=columns, filters=[("relation", "in", relations),
+                                                          ("commit_time", ">=", since)])
+
+
+def largest_transactions(changes: pa.Table, limit: int = 10) -> list[dict]:
+    """The transactions that touched the most rows, newest first among equals: xid, commit time, rows per op."""
+    if not changes.num_rows:
+        return []
+    counted = changes.group_by(["xid", "lsn", "commit_time", "op"]).aggregate([([], "count_all")]).to_pylist()
+    found: dict[tuple, dict] = {}
+    for row in counted:
+        entry = found.setdefault((row["xid"], row["lsn"]), {"xid": row["xid"], "lsn": row["lsn"],
+                                                            "commit_time": row["commit_time"], "I": 0, "U": 0,
+                                                            "D": 0, "T": 0})
+        if row["op"] in "IUDT":
+            entry[row["op"]] += row["count_all"]
+    ranked = sorted(found.values(), key=lambda e: (e["I"] + e["U"] + e["D"] + e["T"], e["lsn"]), reverse=True)
+    return [e for e in ranked if e["I"] + e["U"] + e["D"] + e["T"]][:limit]

@@ -88,6 +88,16 @@ def after_checkpoint(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> lis
     return found
 
 
+def seen_beyond(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> dict | None:
+    """A change committed after `through_lsn` that the checkpoint already holds (it was taken after the moment a
+    restore wants: replaying cannot undo it, an older checkpoint must be the base)."""
+    for row in log.to_pylist():
+        if row["lsn"] > through_lsn and row["op"] in "IUDT" and row["lsn"] >= snapshot.lsn_before \
+                and snapshot.visible(row["xid"]):
+            return row
+    return None
+
+
 def plan(changes: list[dict], base_columns: list[str]) -> ReplayPlan:
     """Fold `changes` (in commit order, none of them an R) into what must be done to the checkpoint."""
     if any(c["op"] == "R" for c in changes):
