@@ -62,7 +62,8 @@ resources = {
 # cost minutes (a day from the UI: 219 s with the default multiprocess executor, 101-115 s with a preloading
 # forkserver, 18-22 s in process; see README "Fast from the UI").
 defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
-                      jobs=[*jobs, *protection.restore_jobs, lake_restore_job, lake_maintenance.maintenance_job,
+                      jobs=[*jobs, *protection.restore_jobs, *protection.rewind_jobs, lake_restore_job,
+                            lake_maintenance.maintenance_job,
                             *key_rotation.jobs, erasure.forget_customer],
                       schedules=[*schedules, quality_recheck, lake_maintenance.maintenance_schedule],
                       sensors=sensors, resources=resources, executor=dg.in_process_executor)

@@ -2,18 +2,21 @@
 sensor only observes it: every tick it records the slot's lag, whether a capture streams it and the last durable
 commit on the `changes/log` asset, evaluates its check `rpo_within_target` (AEGIS_RPO_SECONDS), and raises an
 alert when the RPO goes above its target — and one when it is back under it. A gap in the change log (a slot made
-again) or an ALTER of a protected table gets a fresh checkpoint of the tables it touched: the first base after it."""
+again) or an ALTER of a protected table gets a fresh checkpoint of the tables it touched: the first base after it.
+Once a minute it draws each table's timeline (timelines())."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Sequence
 
 import dagster as dg
+import pyarrow.compute as pc
 
 from resources import CheckpointStore, SourceDatabase
-from resources.capture import change_log
+from resources.capture import change_log, timeline
 from resources.capture.health import CHANGE_LOG, RPO_CHECK, capture_health
 from resources.capture.pgoutput import lsn_text
 from resources.databases.adbc import OUTAGE_ERRORS
@@ -47,7 +50,53 @@ def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequenc
     return requests
 
 
-def build_capture_watch(tables: Sequence[TableRef], job: dg.UnresolvedAssetJobDefinition,
+TIMELINE_MINUTES = 60
+MOMENTS_KEPT = 50  # moments offered per table in its rewind job (the newest)
+
+
+def timelines(context: dg.SensorEvaluationContext, source_db: SourceDatabase, lake, tables: Sequence[TableRef],
+              state: dict, now: dt.datetime) -> None:
+    """Once a minute: each protected table's activity over the last hour as a chart and its largest transactions
+    (observed on recovery/<table>), and those moments offered as partitions of its rewind job."""
+    minute = now.strftime("%Y-%m-%dT%H:%M")
+    if source_db.kind != "postgres" or state.get("timeline_at") == minute:
+        return
+    state["timeline_at"] = minute
+    with source_db.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_schema()")
+        default = cur.fetchone()[0]
+    named = {change_log.relation_name(t.in_schema(default).schema, t.name): t for t in tables}
+    changes = change_log.activity(change_log.location(lake), list(named), now - dt.timedelta(minutes=TIMELINE_MINUTES))
+    for relation, table in named.items():
+        mine = changes.filter(pc.equal(changes["relation"], relation))
+        if not mine.num_rows:
+            continue
+        largest = change_log.largest_transactions(mine, 10)
+        rows = [dg.TableRecord({"committed": t["commit_time"].isoformat(timespec="seconds"), "xid": t["xid"],
+                                "inserts": t["I"], "updates": t["U"], "deletes": t["D"], "truncates": t["T"],
+                                "rewind partition": timeline.moment_key(t)}) for t in largest]
+        context.instance.report_runless_asset_event(dg.AssetObservation(
+            dg.AssetKey(["recovery", *table.key_path]), metadata={
+                "activity_per_minute": dg.MetadataValue.md(timeline.chart_markdown(
+                    timeline.per_minute(mine), f"{table.label}: rows changed per minute, last hour")),
+                "largest_transactions": dg.MetadataValue.table(rows, schema=MOMENTS),
+                "restore to just before one": dg.MetadataValue.text(
+                    f"Jobs -> rewind_{table.flat_id} -> Launchpad: pick its partition (before_transaction)")}))
+        name = timeline.moments_name(table.id)
+        offered = set(context.instance.get_dynamic_partitions(name))
+        wanted = sorted(offered | {timeline.moment_key(t) for t in largest})
+        context.instance.add_dynamic_partitions(name, [k for k in wanted if k not in offered])
+        for old in wanted[:-MOMENTS_KEPT]:
+            context.instance.delete_dynamic_partition(name, old)
+
+
+MOMENTS = dg.TableSchema(columns=[
+    dg.TableColumn("committed", "string"), dg.TableColumn("xid", "int"), dg.TableColumn("inserts", "int"),
+    dg.TableColumn("updates", "int"), dg.TableColumn("deletes", "int"), dg.TableColumn("truncates", "int"),
+    dg.TableColumn("rewind partition", "string")])
+
+
+def build_capture_watch(tables: Sequence[TableRef], job,
                         interval_seconds: int = 15) -> dg.SensorDefinition:
     @dg.sensor(name="capture_watch", minimum_interval_seconds=interval_seconds, job=job,
                default_status=dg.DefaultSensorStatus.RUNNING,
@@ -76,6 +125,7 @@ def build_capture_watch(tables: Sequence[TableRef], job: dg.UnresolvedAssetJobDe
                 post(url, alert)
             state["alerting"] = bool(problems)
         requests = fresh_checkpoints(context, checkpoints.lake, tables, state)
+        timelines(context, source_db, checkpoints.lake, tables, state, dt.datetime.now(dt.UTC))
         if requests:
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(state))
         context.update_cursor(json.dumps(state))

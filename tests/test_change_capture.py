@@ -19,15 +19,19 @@ import pytest
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
 from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for
+from platform_assets.protection.protected import resolve
+from platform_assets.protection.recovery import recovery_assets
 from platform_assets.protection.restore_config import RestoreConfig, moment
 from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
-from resources import CheckpointStore, Lake, SourceDatabase
+from platform_assets.protection.rewind import rewind_job
+from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from resources.capture import change_log
 from resources.capture.pgoutput import parse_lsn
 from resources.capture.postgres_capture import slot_name
+from resources.capture.timeline import moments_name
 from resources.databases.postgres_tables import SchemaDumpError, dump_schema
 from resources.databases.table_refs import TableRef
-from sensors.capture_watch import fresh_checkpoints
+from sensors.capture_watch import fresh_checkpoints, timelines
 from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
@@ -247,6 +251,7 @@ def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_befor
     psql(capture.url, "UPDATE acct SET note = 'kept' WHERE id = 1")
     before = truth(capture.url, "acct")
     xid = int(psql(capture.url, "BEGIN; DELETE FROM acct WHERE id > 10; SELECT txid_current(); COMMIT").split()[-1])
+    remaining = int(psql(capture.url, "SELECT count(*) FROM acct"))
     psql(capture.url, "UPDATE acct SET note = 'after' WHERE id = 2")
     caught_up(store, capture.url)
     ref = TableRef("public", "acct")
@@ -255,6 +260,24 @@ def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_befor
     as_of, cut = moment(store, db, [ref], RestoreConfig(before_transaction=xid))
     restore(store, db, plan_restore(store, "acct", as_of=as_of, target_table="acct_before"), cut=cut())
     assert truth(capture.url, "acct_before") == before
+
+    # the same moment picked from the table's timeline: a partition of rewind_acct, launched as it is
+    _, groups = resolve(capture.url, "acct", lake_url=store.lake.url)
+    with dg.DagsterInstance.ephemeral() as instance:
+        timelines(dg.build_sensor_context(instance=instance), db, store.lake, [ref], {}, dt.datetime.now(dt.UTC))
+        observed = instance.fetch_observations(dg.AssetKey(["recovery", "acct"]), limit=1).records[0]
+        metadata = observed.asset_observation.metadata
+        assert "data:image/png;base64," in metadata["activity_per_minute"].value
+        moments = {r.data["xid"]: r.data for r in metadata["largest_transactions"].value.records}
+        assert moments[xid]["deletes"] == before.total() - remaining, moments
+        key = moments[xid]["rewind partition"]
+        assert key in instance.get_dynamic_partitions(moments_name("acct"))
+        job = dg.Definitions(assets=[recovery_assets(groups[0])], jobs=[rewind_job(ref, groups[0])], resources={
+            "source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}).resolve_job_def("rewind_acct")
+        launchpad = job.partitioned_config.get_run_config_for_partition_key(key)
+        launchpad["ops"]["recovery__acct"]["config"]["target_table"] = "acct_rewound"
+        assert job.execute_in_process(instance=instance, partition_key=key, run_config=launchpad).success
+    assert truth(capture.url, "acct_rewound") == before
 
 
 def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_checkpoint_is_requested(platform):
