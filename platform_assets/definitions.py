@@ -39,7 +39,9 @@ sensors = [build_source_watch(resolution.tables, recovery_job, recovery_policy, 
                               protection.GROUPS, resolution.notes, resolution.retired),
            build_alert_sensor(sorted({spec.asset_key for definition in [*asset_checks, *protection.checkpoints]
                                       for spec in definition.check_specs}, key=str)),
-           automation_sensor(), build_capture_watch(resolution.tables, checkpoint_job),
+           automation_sensor(),
+           build_capture_watch(resolution.tables, checkpoint_job,
+                               int(os.environ.get("AEGIS_CAPTURE_WATCH_INTERVAL_SECONDS", "15"))),
            build_lake_watch(LAKE_TABLES, lake_restore_job, lake_rebuild_job,
                             int(os.environ.get("AEGIS_LAKE_WATCH_INTERVAL_SECONDS", "60")))]
 

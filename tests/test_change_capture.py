@@ -150,7 +150,7 @@ def test_a_checkpoint_gives_way_to_a_drop_instead_of_waiting_for_it_forever(plat
     db, _, capture = platform
     psql(capture.url, "CREATE TABLE victim (id int PRIMARY KEY)")
     reader = subprocess.Popen(["psql", "-X", "-q", "-d", capture.url, "-c",
-                               "BEGIN; SELECT count(*) FROM victim; SELECT pg_sleep(10); COMMIT"])
+                               "BEGIN; SELECT count(*) FROM victim; SELECT pg_sleep(7); COMMIT"])
     time.sleep(1)
     dropper = subprocess.Popen(["psql", "-X", "-q", "-d", capture.url, "-c", "DROP TABLE victim"])
     time.sleep(1)
@@ -342,7 +342,7 @@ def test_pgbench_tables_dropped_under_load_come_back_from_the_sensor_with_every_
     subprocess.run(["pgbench", "-i", "-s", "1", "-q", url], check=True, capture_output=True)
     local_home(tmp_path)
     env = embedded_env(tmp_path, 500, AEGIS_SOURCE_URL=url, AEGIS_PROTECTED_TABLES="pgbench_*",
-                       AEGIS_WATCH_INTERVAL_SECONDS="2")
+                       AEGIS_WATCH_INTERVAL_SECONDS="2", AEGIS_CAPTURE_WATCH_INTERVAL_SECONDS="3")
     capture = CaptureProcess(url, tmp_path, env)
     capture.start()
     load = subprocess.Popen(["pgbench", "-n", "-c", "2", "-j", "2", "-T", "300", url],
