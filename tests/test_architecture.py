@@ -19,7 +19,7 @@ PLATFORM_RANKS = {"quality": 0, "layers": 1, "protection": 2, "macro": 2, "lake"
                   "definitions": 5, "ops": 6}
 # Within resources: the shared modules at the top of the package, then the databases, the lake, the checkpoint
 # store (which reads databases and writes the lake) and the HTTP sources (their state lives in the lake).
-RESOURCE_RANKS = {"": 0, "databases": 1, "lake": 2, "checkpoints": 3, "http": 3, "capture": 3}
+RESOURCE_RANKS = {"": 0, "databases": 1, "lake": 2, "checkpoints": 3, "http": 3, "capture": 4}
 
 
 def modules() -> dict[str, Path]:

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
-from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for
+from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for, replay_plan
 from platform_assets.protection.protected import resolve
 from platform_assets.protection.recovery import recovery_assets
 from platform_assets.protection.restore_config import RestoreConfig, moment
@@ -26,6 +26,7 @@ from platform_assets.protection.restoring import RestoreFailedError, plan_restor
 from platform_assets.protection.rewind import rewind_job
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
 from resources.capture import change_log
+from resources.capture.change_log import ChangeLogError
 from resources.capture.pgoutput import parse_lsn
 from resources.capture.postgres_capture import slot_name
 from resources.capture.timeline import moments_name
@@ -327,6 +328,34 @@ def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
     psql(capture.url, "DROP TABLE hist")
     restore_dropped(db, store, ["hist"])
     assert truth(capture.url, "hist") == before
+
+
+def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tmp_path):
+    cluster_url, _ = source
+    url = cluster_url.rsplit("/", 1)[0] + "/sealed"
+    psql(cluster_url, "CREATE DATABASE sealed")
+    psql(url, "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'public')")
+    key = "a" * 64
+    capture = CaptureProcess(url, tmp_path, {**os.environ, "AEGIS_PROTECTED_TABLES": "notes",
+                                             "AEGIS_CHECKPOINT_KEY": key})
+    capture.start()
+    try:
+        db = SourceDatabase(url=url)
+        store = CheckpointStore(lake=Lake(url=f"file://{tmp_path}/lake"), encryption_key=key)
+        store.write(db, "notes")
+        psql(url, "UPDATE notes SET body = 'TOP-SECRET-4711' WHERE id = 1; INSERT INTO notes VALUES (2, 'SECRET-2')")
+        caught_up(store, url)
+        stored = b"".join(p.read_bytes() for p in (tmp_path / "lake" / "changes").rglob("*") if p.is_file())
+        assert b"SECRET" not in stored and b"public.notes" in stored  # the relation's name is in clear; no value
+        before = truth(url, "notes")
+        psql(url, "DROP TABLE notes")
+        other = CheckpointStore(lake=store.lake, encryption_key="b" * 64)
+        with pytest.raises(ChangeLogError, match="encrypted with key"):
+            replay_plan(other, store.newest_manifest("notes"), cut_for(store, db, [TableRef("public", "notes")]))
+        restore_dropped(db, store, ["notes"])
+        assert truth(url, "notes") == before
+    finally:
+        capture.kill()
 
 
 # ---------------------------------------------------------------- the product, end to end

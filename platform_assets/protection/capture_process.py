@@ -46,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if source.kind == "sqlite":
         return replicate_sqlite(source, lake)
     store = CheckpointStore(lake=lake)
-    if store.keyring().current is not None:
-        print("error: checkpoints are encrypted (AEGIS_CHECKPOINT_KEY), and the change log cannot be encrypted yet: "
-              "the capture refuses to write the protected tables' values in clear; nothing was captured",
-              file=sys.stderr)
-        return 1
+    keyring = store.keyring()  # checkpoints encrypted: the change log too, with the same current key
     resolution, _ = resolve()
     for note in resolution.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    capture = Capture(dsn, change_log_of(store), slot, flush_seconds=args.flush_seconds,
+    capture = Capture(dsn, change_log_of(store), slot, flush_seconds=args.flush_seconds, keyring=keyring,
                       say=lambda line: print(line, flush=True))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: capture.stop())

@@ -22,6 +22,8 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from resources.capture.pgoutput import Relation
+from resources.checkpoints.format import decrypt, encrypt
+from resources.checkpoints.keys import Keyring
 from resources.lake.lake import Lake
 
 POSITION = "_position"  # the relation under which the capture records how far the lake holds the stream
@@ -40,7 +42,10 @@ SCHEMA = pa.schema([
     pa.field("old", pa.list_(pa.large_string())),
     pa.field("old_kind", pa.string()),
     pa.field("note", pa.string()),  # R: what the restore put in place (JSON); P: the slot
+    pa.field("sealed", pa.binary()),  # with a checkpoint key: new, old and unchanged, AES-256-GCM (then null above)
+    pa.field("key_id", pa.string()),  # the key's public id (never the key)
 ])
+VALUES = ("new", "unchanged", "old")
 
 
 class ChangeLogError(RuntimeError):
@@ -78,7 +83,41 @@ def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
         target = DeltaTable(loc.uri, storage_options=loc.storage_options)
     except TableNotFoundError:
         target = loc.uri
-    write_deltalake(target, table, mode="append", partition_by=["relation"], storage_options=loc.storage_options)
+    write_deltalake(target, table, mode="append", partition_by=["relation"], storage_options=loc.storage_options,
+                    schema_mode="merge")
+
+
+def _associated(row: dict) -> bytes:
+    """What a sealed change is bound to: moving it to another table, transaction or place fails to open it."""
+    return f"aegis-change|{row['relation']}|{row['lsn']}|{row['xid']}|{row['seq']}".encode()
+
+
+def seal(rows: list[dict], keyring: Keyring) -> None:
+    """Encrypt every change's values with the ring's current key (in place); nothing when there is none."""
+    key = keyring.current_key
+    if key is None:
+        return
+    for row in rows:
+        if any(row.get(name) is not None for name in VALUES):
+            payload = json.dumps({name: row.get(name) for name in VALUES}, separators=(",", ":")).encode()
+            row.update(sealed=encrypt(key, payload, _associated(row)), key_id=keyring.current,
+                       **dict.fromkeys(VALUES))
+
+
+def _opened(table: pa.Table, keyring: Keyring | None) -> pa.Table:
+    if not table.num_rows or table["sealed"].null_count == table.num_rows:
+        return table
+    rows = table.to_pylist()
+    for row in rows:
+        if row["sealed"] is None:
+            continue
+        key = keyring.key(row["key_id"]) if keyring is not None else None
+        if key is None:
+            raise ChangeLogError(f"the change log of {row['relation']} is encrypted with key {row['key_id']}, which "
+                                 f"{'no key is configured' if keyring is None else 'the keyring does not hold'} "
+                                 "(AEGIS_CHECKPOINT_KEYS / AEGIS_CHECKPOINT_KEY): nothing was replayed")
+        row.update(json.loads(decrypt(key, row["sealed"], _associated(row))), sealed=None)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
 def _open(loc: ChangeLogLocation) -> DeltaTable | None:
@@ -89,8 +128,8 @@ def _open(loc: ChangeLogLocation) -> DeltaTable | None:
 
 
 def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
-         through_lsn: int | None = None) -> pa.Table:
-    """A relation's changes in commit order (LSN, then place in the transaction)."""
+         through_lsn: int | None = None, keyring: Keyring | None = None) -> pa.Table:
+    """A relation's changes in commit order (LSN, then place in the transaction), opened with `keyring`."""
     log = _open(loc)
     if log is None:
         return SCHEMA.empty_table()
@@ -100,8 +139,15 @@ def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
     if through_lsn is not None:
         filters.append(("lsn", "<=", through_lsn))
     table = log.to_pyarrow_table(filters=filters)
-    table = table.select(SCHEMA.names).cast(SCHEMA) if table.num_rows else SCHEMA.empty_table()
-    return table.sort_by([("lsn", "ascending"), ("seq", "ascending")])
+    table = _conformed(table) if table.num_rows else SCHEMA.empty_table()
+    return _opened(table, keyring).sort_by([("lsn", "ascending"), ("seq", "ascending")])
+
+
+def _conformed(table: pa.Table) -> pa.Table:
+    """The stored rows in SCHEMA's shape (a log written before a column existed lacks it: nulls)."""
+    columns = [table[name] if name in table.column_names else pa.nulls(table.num_rows, field.type)
+               for name, field in zip(SCHEMA.names, SCHEMA, strict=True)]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def position(loc: ChangeLogLocation) -> tuple[int, str | None] | None:

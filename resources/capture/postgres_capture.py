@@ -36,6 +36,7 @@ from resources.capture.pgoutput import (
     lsn_text,
     parse_lsn,
 )
+from resources.checkpoints.keys import Keyring
 from resources.databases.table_refs import TableRef, quote_name
 
 PUBLICATION = "aegis"
@@ -119,6 +120,7 @@ class Capture:
     publication: str = PUBLICATION
     flush_seconds: float = 1.0
     say: Callable[[str], None] = print
+    keyring: Keyring | None = None  # the checkpoint keyring: with a current key, every change's values are sealed
     _relations: dict[int, Relation] = field(default_factory=dict)
     _shapes: dict[str, str] = field(default_factory=dict)  # schema.name -> the columns last announced
     _pending: list[dict] = field(default_factory=list)
@@ -264,6 +266,8 @@ class Capture:
         position = {"relation": POSITION, "lsn": self._received, "commit_time": dt.datetime.now(dt.UTC),
                     "xid": 0, "seq": 0, "op": "P", "note": self.slot}
         try:
+            if self.keyring is not None:
+                change_log.seal(self._pending, self.keyring)
             change_log.append(self.log, [*self._pending, position])
         except Exception as exc:  # noqa: BLE001 - any storage error: keep the changes, confirm nothing
             self.say(f"cannot write the change log ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
