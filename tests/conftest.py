@@ -353,6 +353,25 @@ def _world_modules() -> set[str]:
     return found
 
 
+# the modules that take longest (daemons, browsers, load), started first so that no worker is left alone at the end
+LONGEST_FIRST = ["worlds", "test_change_capture", "test_ui_recovery", "test_restore_in_new_process",
+                 "test_automation", "test_lake_healing", "test_bench", "test_secret_leaks", "test_recovery_assets",
+                 "test_deployment"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the session longest first (each module keeps its own order): under xdist each module — and the
+    modules that read the shared worlds, together — is one unit of work, handed out in this order."""
+    worlds = _world_modules()
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        name = "worlds" if module in worlds else module.rsplit("/", 1)[-1].removesuffix(".py")
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(optionalhook=True)  # pytest without pytest-xdist must still collect
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`make test` runs two workers (pytest-xdist). Each test module runs whole, in order, on one worker — its

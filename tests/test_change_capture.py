@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,7 +99,8 @@ class CaptureProcess:
         seen = path.stat().st_size if path.exists() else 0
         log = open(path, "a")  # noqa: SIM115 - the process writes it while it lives
         self.proc = subprocess.Popen([sys.executable, "-m", "platform_assets.protection.capture_process"],
-                                     env=self.env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
+                                     env=self.env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 60
         while "capturing" not in self.said(since=seen):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -112,8 +114,9 @@ class CaptureProcess:
             return f.read()
 
     def kill(self) -> None:
+        """SIGKILL to the capture and what it started (Litestream): a crash, nothing said or flushed first."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
@@ -374,7 +377,7 @@ def test_pgbench_tables_dropped_under_load_come_back_from_the_sensor_with_every_
                        AEGIS_WATCH_INTERVAL_SECONDS="2", AEGIS_CAPTURE_WATCH_INTERVAL_SECONDS="3")
     capture = CaptureProcess(url, tmp_path, env)
     capture.start()
-    load = subprocess.Popen(["pgbench", "-n", "-c", "2", "-j", "2", "-T", "300", url],
+    load = subprocess.Popen(["pgbench", "-n", "-c", "2", "-j", "2", "-R", "150", "-T", "300", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with dagster_server(env, tmp_path) as server:

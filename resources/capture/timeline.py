@@ -9,12 +9,8 @@ import datetime as dt
 import io
 import re
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
+import pyarrow as pa
+import pyarrow.compute as pc
 
 OPS = {"I": "inserts", "U": "updates", "D": "deletes", "T": "truncates"}
 _MOMENT = re.compile(r"^\d{8}T\d{6}Z-before-xid-(\d+)$")
@@ -51,7 +47,12 @@ def per_minute(changes: pa.Table) -> list[dict]:
 
 
 def chart_markdown(rows: list[dict], title: str) -> str:
-    """The activity as a stacked bar chart, inline in markdown (as the executive dashboard is)."""
+    """The activity as a stacked bar chart, inline in markdown (as the executive dashboard is). matplotlib is
+    imported here: every process that loads the code location would otherwise pay for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     figure, axis = plt.subplots(figsize=(8, 2.6), dpi=90)
     bottom = [0] * len(rows)
     labels = [r["minute"].strftime("%H:%M") for r in rows]
