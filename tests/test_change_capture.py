@@ -25,7 +25,8 @@ from platform_assets.protection.recovery import recovery_assets
 from platform_assets.protection.restore_config import RestoreConfig, moment
 from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
 from platform_assets.protection.rewind import rewind_job
-from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase
+from platform_assets.security.erasure import forget_customer
+from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase, Warehouse
 from resources.capture import change_log
 from resources.capture.change_log import ChangeLogError
 from resources.capture.pgoutput import parse_lsn
@@ -357,6 +358,41 @@ def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tm
             replay_plan(other, store.newest_manifest("notes"), cut_for(store, db, [TableRef("public", "notes")]))
         restore_dropped(db, store, ["notes"])
         assert truth(url, "notes") == before
+    finally:
+        capture.kill()
+
+
+def test_forget_customer_reaches_the_change_log(source, tmp_path):
+    cluster_url, _ = source
+    url = cluster_url.rsplit("/", 1)[0] + "/people"
+    psql(cluster_url, "CREATE DATABASE people")
+    psql(url, "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, cpf text, phone text, city text); "
+              "INSERT INTO customers SELECT i, 'name ' || i, 'e' || i || '@x.org', lpad(i::text, 11, '0'), "
+              "'+55 11 9' || lpad(i::text, 8, '0'), 'city ' || i FROM generate_series(1, 50) i")
+    capture = CaptureProcess(url, tmp_path, {**os.environ, "AEGIS_PROTECTED_TABLES": "customers"})
+    capture.start()
+    try:
+        db, lake = SourceDatabase(url=url), Lake(url=f"file://{tmp_path}/lake")
+        store = CheckpointStore(lake=lake, encryption_key="")
+        store.write(db, "customers")
+        psql(url, "UPDATE customers SET email = 'ann.only.once@example.org', city = 'Recife' WHERE id = 7; "
+                  "UPDATE customers SET city = 'Natal' WHERE id = 8")
+        caught_up(store, url)
+
+        def stored() -> bytes:
+            return b"".join(p.read_bytes() for p in (tmp_path / "lake" / "changes").rglob("*.parquet"))
+
+        assert b"ann.only.once@example.org" in stored()
+        result = forget_customer.execute_in_process(
+            run_config={"ops": {"forget": {"config": {"customer_id": 7}}}},
+            resources={"lake": lake, "checkpoints": store, "source_db": db,
+                       "warehouse": Warehouse(url=f"duckdb:///{tmp_path}/warehouse.duckdb")})
+        assert result.success and result.output_for_node("forget")["rows_removed"]["changes/log"] == 1
+        assert b"ann.only.once@example.org" not in stored() and b"Natal" in stored()
+        psql(url, "DROP TABLE customers")
+        restore_dropped(db, store, ["customers"])
+        assert psql(url, "SELECT name, email, city FROM customers WHERE id = 7").strip() == "||Recife"
+        assert psql(url, "SELECT city FROM customers WHERE id = 8").strip() == "Natal"
     finally:
         capture.kill()
 

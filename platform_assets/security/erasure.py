@@ -4,8 +4,9 @@
    checkpoint of customers — each sealed under that person's own key (resources/checkpoints/sealing.py) — can no
    longer be read; no checkpoint is rewritten, and every other person's values still restore and verify.
 2. Their rows are deleted from bronze, silver (and quarantine) and gold `dim_customer`, each table's history
-   vacuumed so no older version holds them, and from `serving.dim_customer`. Sales stay: they name a customer
-   number that no longer leads to anyone.
+   vacuumed so no older version holds them, and from `serving.dim_customer`; in the change log (a PostgreSQL
+   source) their personal values are blanked in every change of theirs, the replaced files deleted. Sales stay:
+   they name a customer number that no longer leads to anyone.
 3. The erasure is recorded on `security/erasure_log`: an erasure id, when, who launched it, how many rows and
    keys went — never who was erased. (The launching run's own config holds the id: delete that run afterwards
    if even that must not remain.)
@@ -17,9 +18,11 @@ import uuid
 
 import dagster as dg
 
-from resources import CheckpointStore, Lake, Warehouse
+from resources import CheckpointStore, Lake, SourceDatabase, Warehouse
+from resources.capture.change_log import erase_subject, relation_name
 from resources.checkpoints.subject_keys import SubjectKeys
 from resources.lake.delta_erasure import erase_rows
+from resources.subjects import subject_tables
 
 ERASURE_LOG = dg.AssetKey(["security", "erasure_log"])
 TABLE = "customers"
@@ -33,11 +36,17 @@ class ForgetConfig(dg.Config):
 
 @dg.op(description="Destroy the person's checkpoint keys, delete their rows downstream, record the erasure.")
 def forget(context: dg.OpExecutionContext, config: ForgetConfig, lake: Lake, warehouse: Warehouse,
-           checkpoints: CheckpointStore) -> dict:
+           checkpoints: CheckpointStore, source_db: SourceDatabase) -> dict:
     subject = str(config.customer_id)
     keys = SubjectKeys(lake).destroy(TABLE, subject)
     removed = {f"{layer}/{table}": sum(erase_rows(lake, layer, table, column, subject, context.run_id).values())
                for layer, table, column in PLACES}
+    if source_db.kind == "postgres" and (sealing := subject_tables().get(TABLE)) is not None:
+        with source_db.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_schema()")
+            relation = relation_name(cur.fetchone()[0], TABLE)
+        removed["changes/log"] = erase_subject(lake, relation, sealing.subject, sealing.columns, subject,
+                                               checkpoints.keyring())
     if warehouse.has_table("dim_customer"):
         removed["serving.dim_customer"] = warehouse.erase("dim_customer", "customer_key", config.customer_id)
     if not keys and not any(removed.values()):

@@ -236,3 +236,43 @@ def largest_transactions(changes: pa.Table, limit: int = 10) -> list[dict]:
             entry[row["op"]] += row["count_all"]
     ranked = sorted(found.values(), key=lambda e: (e["I"] + e["U"] + e["D"] + e["T"], e["lsn"]), reverse=True)
     return [e for e in ranked if e["I"] + e["U"] + e["D"] + e["T"]][:limit]
+
+
+def erase_subject(lake: Lake, relation: str, subject_column: str, personal: tuple[str, ...], subject: str,
+                  keyring: Keyring | None) -> int:
+    """Blank one person's personal values in every change of `relation` (new and old rows whose subject column is
+    `subject`), the partition rewritten in one commit and exactly the files it replaced deleted — so no earlier
+    version holds them. A replay then restores that person without their personal values, as a checkpoint whose
+    person key was destroyed does. Returns the changes touched."""
+    loc = location(lake)
+    log = _open(loc)
+    if log is None:
+        return 0
+    rows = read(loc, relation, keyring=keyring).to_pylist()
+    touched = 0
+    for row in rows:
+        if not row["columns"]:
+            continue
+        names = [c[0] for c in json.loads(row["columns"])["columns"]]
+        if subject_column not in names:
+            continue
+        at, blank = names.index(subject_column), [names.index(c) for c in personal if c in names]
+        hit = False
+        for side in ("new", "old"):
+            values = row[side]
+            if values is not None and values[at] == subject:
+                for i in blank:
+                    values[i] = None
+                hit = True
+        touched += hit
+    if not touched:
+        return 0
+    if keyring is not None:
+        seal(rows, keyring)
+    held = set(log.file_uris(partition_filters=[("relation", "=", relation)]))
+    write_deltalake(log, pa.Table.from_pylist(rows, schema=SCHEMA), mode="overwrite", partition_by=["relation"],
+                    predicate=f"relation = '{relation.replace(chr(39), chr(39) * 2)}'",
+                    storage_options=loc.storage_options)
+    now = _open(loc)
+    lake.delete_files(held - set(now.file_uris(partition_filters=[("relation", "=", relation)])))
+    return touched
