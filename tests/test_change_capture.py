@@ -6,6 +6,7 @@ only what its last checkpoint held — or to a chosen second. Judged against the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -29,12 +30,14 @@ from platform_assets.security.erasure import forget_customer
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase, Warehouse
 from resources.capture import change_log
 from resources.capture.change_log import ChangeLogError
+from resources.capture.health import CHANGE_LOG, RPO_CHECK
 from resources.capture.pgoutput import parse_lsn
 from resources.capture.postgres_capture import slot_name
 from resources.capture.timeline import moments_name
 from resources.databases.postgres_tables import SchemaDumpError, dump_schema
 from resources.databases.table_refs import TableRef
-from sensors.capture_watch import fresh_checkpoints, timelines
+from sensors.capture_watch import build_capture_watch, fresh_checkpoints, timelines
+from sensors.jobs import checkpoint_job
 from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
@@ -71,7 +74,7 @@ def truth(url: str, table: str) -> Counter:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, PgCluster]]:
     bindir = server_bindir()
     if bindir is None:
         unavailable("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
@@ -80,7 +83,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         cluster.start()
         url = cluster.create_database("app")
         psql(url, SCHEMA)
-        yield url, tmp_path_factory.mktemp("capture")
+        yield url, tmp_path_factory.mktemp("capture"), cluster
     finally:
         cluster.close()
 
@@ -123,7 +126,7 @@ class CaptureProcess:
 
 @pytest.fixture(scope="module")
 def platform(source) -> Iterator[tuple[SourceDatabase, CheckpointStore, CaptureProcess]]:
-    url, work = source
+    url, work, _ = source
     capture = CaptureProcess(url, work)
     capture.start()
     try:
@@ -220,6 +223,42 @@ def test_a_capture_killed_and_restarted_loses_nothing_and_applies_nothing_twice(
         cut_for(store, db, [TableRef("public", "acct")], None, wait_seconds=1)
     capture.start()
     psql(capture.url, "UPDATE acct SET balance = balance + 1 WHERE id = 10")
+    before = {t: truth(capture.url, t) for t in TABLES}
+    psql(capture.url, "DROP TABLE acct, hist")
+    restore_dropped(db, store, TABLES)
+    for table in TABLES:
+        assert truth(capture.url, table) == before[table]
+
+
+def test_the_source_restarted_under_the_capture_loses_nothing_and_the_rpo_alert_fires_and_clears(
+        platform, source, monkeypatch):
+    db, store, capture = platform
+    _, _, cluster = source
+    monkeypatch.setenv("AEGIS_RPO_SECONDS", "2")
+    watch = build_capture_watch([TableRef("public", t) for t in TABLES], checkpoint_job, 1)
+    resources = {"source_db": db, "checkpoints": store}
+    with dg.DagsterInstance.ephemeral() as instance:
+        def tick(cursor: str | None) -> str | None:
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+                return watch.evaluate_tick(context).cursor or cursor
+
+        cursor = tick(None)
+        cluster.stop()  # PostgreSQL restarted under the running capture
+        cluster.start()
+        psql(capture.url, "UPDATE acct SET note = 'after a restart' WHERE id = 1")
+        caught_up(store, capture.url)
+        capture.kill()  # the capture dies: what is committed now is not in the lake
+        psql(capture.url, "UPDATE acct SET note = 'while the capture is down' WHERE id = 1")
+        time.sleep(3)
+        cursor = tick(cursor)
+        assert json.loads(cursor)["alerting"], "the RPO alert fires"
+        evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(CHANGE_LOG, RPO_CHECK)])
+        assert evaluation, "rpo_within_target was evaluated"
+        capture.start()
+        caught_up(store, capture.url)
+        cursor = tick(cursor)
+        assert not json.loads(cursor)["alerting"], "and clears once the capture caught up"
     before = {t: truth(capture.url, t) for t in TABLES}
     psql(capture.url, "DROP TABLE acct, hist")
     restore_dropped(db, store, TABLES)
@@ -335,7 +374,7 @@ def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
 
 
 def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tmp_path):
-    cluster_url, _ = source
+    cluster_url, _, _ = source
     url = cluster_url.rsplit("/", 1)[0] + "/sealed"
     psql(cluster_url, "CREATE DATABASE sealed")
     psql(url, "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'public')")
@@ -363,7 +402,7 @@ def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tm
 
 
 def test_forget_customer_reaches_the_change_log(source, tmp_path):
-    cluster_url, _ = source
+    cluster_url, _, _ = source
     url = cluster_url.rsplit("/", 1)[0] + "/people"
     psql(cluster_url, "CREATE DATABASE people")
     psql(url, "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, cpf text, phone text, city text); "
@@ -404,7 +443,7 @@ def test_pgbench_tables_dropped_under_load_come_back_from_the_sensor_with_every_
         source, tmp_path):
     """pgbench writing; a checkpoint taken under load; more transactions; the four tables dropped at once. The
     real daemon's watch sensor restores them in new processes, replaying the change log to the last commit."""
-    cluster_url, _ = source
+    cluster_url, _, _ = source
     url = cluster_url.rsplit("/", 1)[0] + "/bench"
     psql(cluster_url, "CREATE DATABASE bench")
     subprocess.run(["pgbench", "-i", "-s", "1", "-q", url], check=True, capture_output=True)
