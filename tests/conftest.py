@@ -354,9 +354,10 @@ def _world_modules() -> set[str]:
 
 
 # the modules that take longest (daemons, browsers, load), started first so that no worker is left alone at the end
-LONGEST_FIRST = ["worlds", "test_change_capture", "test_ui_recovery", "test_restore_in_new_process",
-                 "test_automation", "test_lake_healing", "test_bench", "test_secret_leaks", "test_recovery_assets",
-                 "test_deployment"]
+LONGEST_FIRST = ["worlds", "test_change_capture", "test_automation", "test_ui_recovery",
+                 "test_restore_in_new_process", "test_lake_healing", "test_gates_across_runs", "test_bench",
+                 "test_secret_leaks", "test_recovery_assets", "test_doctor_metrics", "test_checkpoints",
+                 "test_deployment", "test_litestream"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -380,6 +381,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     worlds = _world_modules()
+    config.option.loadscopereorder = False  # keep the longest-first order (xdist would sort units by test count)
 
     class ModulesAndWorlds(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
