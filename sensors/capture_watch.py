@@ -32,12 +32,23 @@ def health_metadata(health) -> dict:
             "wal_status": health.wal_status}
 
 
-def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequence[TableRef], state: dict
-                      ) -> list[dg.RunRequest]:
+def relations(source_db: SourceDatabase, tables: Sequence[TableRef]) -> dict[str, TableRef]:
+    """The change log's relation name (schema.name) of every protected table."""
+    if source_db.kind != "postgres":
+        return {}
+    with source_db.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_schema()")
+        default = cur.fetchone()[0]
+    return {change_log.relation_name(t.in_schema(default).schema, t.name): t for t in tables}
+
+
+def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequence[TableRef], state: dict,
+                      named: dict[str, TableRef] | None = None) -> list[dg.RunRequest]:
     """A checkpoint of every table a gap or an ALTER touched since the last tick: the first base after it."""
     requests = []
+    named = named if named is not None else {change_log.relation_name(t.schema, t.name): t for t in tables}
     for event in change_log.events(change_log.location(lake), state.get("events_lsn", 0)):
-        touched = [t for t in tables if event["relation"] in (None, change_log.relation_name(t.schema, t.name))]
+        touched = list(tables) if event["relation"] is None else [t for r, t in named.items() if r == event["relation"]]
         state["events_lsn"] = event["lsn"]
         if not touched:
             continue
@@ -51,10 +62,33 @@ def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequenc
 
 
 TIMELINE_MINUTES = 60
+FOLD_ROWS_PER_CHANGE = 50  # replaying a change costs about as much as loading this many rows (make bench-capture)
+FOLD_MIN_CHANGES = 1_000
 MOMENTS_KEPT = 50  # moments offered per table in its rewind job (the newest)
 
 
-def timelines(context: dg.SensorEvaluationContext, source_db: SourceDatabase, lake, tables: Sequence[TableRef],
+def folds(context: dg.SensorEvaluationContext, checkpoints: CheckpointStore, named: dict[str, TableRef]
+          ) -> list[dg.RunRequest]:
+    """A fresh checkpoint (the log folded into a new base) of every table whose changes since its newest
+    checkpoint would cost more to replay than loading it whole (measured: a change costs ~70 rows' load)."""
+    requests = []
+    loc = change_log.location(checkpoints.lake)
+    for relation, table in named.items():
+        newest = checkpoints.newest_manifest(table.id)
+        if newest is None or "wal" not in newest["source"]:
+            continue
+        since = dt.datetime.fromisoformat(newest["created_at"])
+        changes = change_log.activity(loc, [relation], since).num_rows
+        if changes > max(FOLD_MIN_CHANGES, newest["rows"] // FOLD_ROWS_PER_CHANGE):
+            context.log.info(f"{table.label}: {changes:,} changes since checkpoint {newest['id']} "
+                             f"({newest['rows']:,} rows): folding them into a new base")
+            requests.append(dg.RunRequest(run_key=f"fold-{table.flat_id}-{newest['id']}",
+                                          asset_selection=[dg.AssetKey(["checkpoints", *table.key_path])],
+                                          tags={"aegis/trigger": "capture_watch", "aegis/reason": "fold"}))
+    return requests
+
+
+def timelines(context: dg.SensorEvaluationContext, source_db: SourceDatabase, lake, named: dict[str, TableRef],
               state: dict, now: dt.datetime) -> None:
     """Once a minute: each protected table's activity over the last hour as a chart and its largest transactions
     (observed on recovery/<table>), and those moments offered as partitions of its rewind job."""
@@ -62,10 +96,6 @@ def timelines(context: dg.SensorEvaluationContext, source_db: SourceDatabase, la
     if source_db.kind != "postgres" or state.get("timeline_at") == minute:
         return
     state["timeline_at"] = minute
-    with source_db.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT current_schema()")
-        default = cur.fetchone()[0]
-    named = {change_log.relation_name(t.in_schema(default).schema, t.name): t for t in tables}
     changes = change_log.activity(change_log.location(lake), list(named), now - dt.timedelta(minutes=TIMELINE_MINUTES))
     for relation, table in named.items():
         mine = changes.filter(pc.equal(changes["relation"], relation))
@@ -124,8 +154,12 @@ def build_capture_watch(tables: Sequence[TableRef], job,
             if url := os.environ.get(WEBHOOK_VAR):
                 post(url, alert)
             state["alerting"] = bool(problems)
-        requests = fresh_checkpoints(context, checkpoints.lake, tables, state)
-        timelines(context, source_db, checkpoints.lake, tables, state, dt.datetime.now(dt.UTC))
+        named = relations(source_db, tables)
+        requests = fresh_checkpoints(context, checkpoints.lake, tables, state, named)
+        now = dt.datetime.now(dt.UTC)
+        if state.get("timeline_at") != now.strftime("%Y-%m-%dT%H:%M"):  # once a minute
+            requests += folds(context, checkpoints, named)
+        timelines(context, source_db, checkpoints.lake, named, state, now)
         if requests:
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(state))
         context.update_cursor(json.dumps(state))

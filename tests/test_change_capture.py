@@ -36,7 +36,7 @@ from resources.capture.postgres_capture import slot_name
 from resources.capture.timeline import moments_name
 from resources.databases.postgres_tables import SchemaDumpError, dump_schema
 from resources.databases.table_refs import TableRef
-from sensors.capture_watch import build_capture_watch, fresh_checkpoints, timelines
+from sensors.capture_watch import build_capture_watch, folds, fresh_checkpoints, relations, timelines
 from sensors.jobs import checkpoint_job
 from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
@@ -308,7 +308,8 @@ def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_befor
     # the same moment picked from the table's timeline: a partition of rewind_acct, launched as it is
     _, groups = resolve(capture.url, "acct", lake_url=store.lake.url)
     with dg.DagsterInstance.ephemeral() as instance:
-        timelines(dg.build_sensor_context(instance=instance), db, store.lake, [ref], {}, dt.datetime.now(dt.UTC))
+        timelines(dg.build_sensor_context(instance=instance), db, store.lake, relations(db, [ref]), {},
+                  dt.datetime.now(dt.UTC))
         observed = instance.fetch_observations(dg.AssetKey(["recovery", "acct"]), limit=1).records[0]
         metadata = observed.asset_observation.metadata
         assert "data:image/png;base64," in metadata["activity_per_minute"].value
@@ -322,6 +323,19 @@ def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_befor
         launchpad["ops"]["recovery__acct"]["config"]["target_table"] = "acct_rewound"
         assert job.execute_in_process(instance=instance, partition_key=key, run_config=launchpad).success
     assert truth(capture.url, "acct_rewound") == before
+
+
+def test_the_log_is_folded_into_a_new_base_before_replaying_it_would_cost_more_than_a_full_load(platform):
+    db, store, capture = platform
+    store.write(db, "hist")
+    named = relations(db, [TableRef(None, "hist")])  # a protected table as the configuration names it
+    assert folds(dg.build_sensor_context(), store, named) == []
+    for _ in range(5):
+        psql(capture.url, "UPDATE hist SET delta = delta + 1")
+    caught_up(store, capture.url)
+    requests = folds(dg.build_sensor_context(), store, named)
+    assert [r.asset_selection for r in requests] == [[dg.AssetKey(["checkpoints", "hist"])]]
+    assert requests[0].tags["aegis/reason"] == "fold"
 
 
 def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_checkpoint_is_requested(platform):
