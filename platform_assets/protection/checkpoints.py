@@ -99,9 +99,20 @@ def checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
         if not refs:
             return
         checkpoint_id = new_checkpoint_id()
-        with stopwatch() as clock, source_db.capture(refs) as captured:
-            manifests = {ref.id: checkpoints.write_captured(captured[ref.id], checkpoint_id, list(captured.values()))
-                         for ref in refs}
+        try:
+            with stopwatch() as clock, source_db.capture(refs) as captured:
+                manifests = {ref.id: checkpoints.write_captured(captured[ref.id], checkpoint_id,
+                                                                list(captured.values())) for ref in refs}
+        except Exception as exc:
+            waited = "gives way" in str(exc) or "lock timeout" in str(exc)  # a DROP/ALTER queued behind this read
+            if waited or [ref for ref in refs if ref not in _present(context, source_db, checkpoints, refs)]:
+                context.log.warning(f"checkpoint of {', '.join(r.label for r in refs)} abandoned (no manifest, nothing "
+                                    "to restore from it): "
+                                    + ("another session was waiting to change or drop a table it was reading"
+                                       if waited else "a table disappeared while being read")
+                                    + "; the next checkpoint takes it, and source_table_watch restores what is lost")
+                return
+            raise
         for ref in refs:
             yield from _kept_in_order(context, config, source_db, checkpoints, recovery_policy, ref,
                                       manifests[ref.id], clock["seconds"])
