@@ -20,6 +20,7 @@ import dagster as dg
 import pytest
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
+from platform_assets.protection.checkpoints import checkpoint_assets
 from platform_assets.protection.point_in_time import CaptureBehindError, change_log_of, cut_for, replay_plan
 from platform_assets.protection.protected import resolve
 from platform_assets.protection.recovery import recovery_assets
@@ -169,6 +170,24 @@ def test_a_checkpoint_gives_way_to_a_drop_instead_of_waiting_for_it_forever(plat
         assert time.monotonic() - started < 15
     finally:
         reader.kill(), dropper.wait(30)
+
+
+def test_a_checkpoint_overtaken_by_a_drop_is_abandoned_not_failed(platform):
+    db, store, capture = platform
+    psql(capture.url, "CREATE TABLE victim2 (id int PRIMARY KEY); INSERT INTO victim2 SELECT generate_series(1, 99)")
+    _, groups = resolve(capture.url, "victim2", lake_url=store.lake.url)
+    reader = subprocess.Popen(["psql", "-X", "-q", "-d", capture.url, "-c",
+                               "BEGIN; SELECT count(*) FROM victim2; SELECT pg_sleep(4); COMMIT"])
+    time.sleep(1)
+    dropper = subprocess.Popen(["psql", "-X", "-q", "-d", capture.url, "-c", "DROP TABLE victim2"])
+    time.sleep(1)
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([checkpoint_assets(g) for g in groups], instance=instance, resources={
+                "source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()})
+        assert result.success and store.list("victim2") == []
+    finally:
+        reader.wait(30), dropper.wait(30)
 
 
 def test_the_capture_prepares_the_server_and_says_what_it_set(platform):
