@@ -105,6 +105,7 @@ def test_the_replica_health_says_when_litestream_falls_behind(replicated, monkey
     assert health.kind == "sqlite" and health.problems == [], health.summary()
     capture = replicated_capture[0]
     capture.kill()  # Litestream dies with it
+    time.sleep(2.5)  # the write comes after the replica's newest state by more than Litestream's resolution
     change(source, 9)
     time.sleep(3)
     problems = capture_health(db, store.lake).problems

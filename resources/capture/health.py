@@ -123,8 +123,9 @@ def _replica_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime) -> 
     files = [replica.database, replica.database.with_name(replica.database.name + "-wal")]
     written = max((dt.datetime.fromtimestamp(f.stat().st_mtime, dt.UTC) for f in files if f.exists()), default=None)
     newest = syncs[-1].at if syncs else None
-    # a write after the newest shipped state is not in the replica yet (Litestream prints whole seconds: 1.5 s slack)
-    behind = written is not None and newest is not None and written > newest + dt.timedelta(seconds=1.5)
+    # a write after the newest shipped state is not in the replica yet; Litestream gives whole seconds and syncs
+    # every second, so only a write more than 2 s after it is surely unshipped
+    behind = written is not None and newest is not None and written > newest + dt.timedelta(seconds=2)
     rpo = None if newest is None else ((now - newest).total_seconds() if behind else 0.0)
     return CaptureHealth(replica.database.name, bool(syncs), not behind, None, None, None, newest, rpo,
                          rpo_target(), kind="sqlite")

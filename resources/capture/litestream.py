@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -88,13 +89,12 @@ class Sync:
 
 def syncs(replica: Replica) -> list[Sync]:
     """Every state the replica can restore (the end of each shipped file, at any level), oldest first."""
-    done = _run(["ltx", "-no-expand-env", "-config", str(replica.config), str(replica.database)], timeout=60)
+    done = _run(["ltx", "-no-expand-env", "-json", "-level", "all", "-config", str(replica.config),
+                 str(replica.database)], timeout=60)
     found = {}
-    for line in done.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 5 and re.fullmatch(r"[0-9a-f]{16}", parts[2]):
-            txid, at = int(parts[2], 16), dt.datetime.fromisoformat(parts[4].replace("Z", "+00:00"))
-            found[txid] = min(found.get(txid, at), at)
+    for entry in json.loads(done or "[]") or []:
+        txid, at = int(entry["max_txid"], 16), dt.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+        found[txid] = min(found.get(txid, at), at)
     return [Sync(txid, at) for txid, at in sorted(found.items())]
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 FROM_BASE = "\x00aegis:from-checkpoint"  # a value to copy from the checkpoint's row with the change's origin key
+LONG_AGO = 1 << 30  # WAL bytes: a transaction committed this far before a checkpoint finished long before it
 
 
 class ReplayError(ValueError):
@@ -48,9 +49,6 @@ class Snapshot:
             return False
         return xid32 not in {x & 0xFFFFFFFF for x in self.xip}
 
-    def in_progress(self, xid32: int) -> bool:
-        return xid32 in {x & 0xFFFFFFFF for x in self.xip}
-
 
 def _precedes(a: int, b: int) -> bool:
     """PostgreSQL's TransactionIdPrecedes for normal ids: modulo-2^32 comparison."""
@@ -74,13 +72,13 @@ class ReplayPlan:
 
 
 def after_checkpoint(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> list[dict]:
-    """The log's changes (rows of change_log.SCHEMA) that the checkpoint did not see, up to `through_lsn`; a
-    restore by Aegis after the checkpoint cuts the log there (see `plan`)."""
+    """The log's changes (rows of change_log.SCHEMA) that the checkpoint did not see, up to `through_lsn`: exactly
+    the transactions its snapshot did not see, whatever their commit LSN — one whose commit record was written
+    before the checkpoint read the WAL position but that was still finishing (so invisible, and even above xmax,
+    not in xip) belongs after it. Only far older changes are passed over without asking (32-bit ids wrap)."""
     found = []
     for row in log.to_pylist():
-        if row["lsn"] > through_lsn or row["op"] == "P":
-            continue
-        if row["lsn"] < snapshot.lsn_before and not snapshot.in_progress(row["xid"]):
+        if row["lsn"] > through_lsn or row["op"] == "P" or row["lsn"] < snapshot.lsn_before - LONG_AGO:
             continue
         if snapshot.visible(row["xid"]):
             continue
