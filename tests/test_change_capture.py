@@ -344,6 +344,21 @@ def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_befor
     assert truth(capture.url, "acct_rewound") == before
 
 
+def test_while_the_capture_keeps_up_the_hourly_schedule_leaves_a_covered_table_to_its_daily_base(platform):
+    db, store, capture = platform
+    _, groups = resolve(capture.url, "hist", lake_url=store.lake.url)
+    resources = {"source_db": db, "checkpoints": store, "recovery_policy": RecoveryPolicy()}
+    store.write(db, "hist")
+    caught_up(store, capture.url)
+    kept = store.list("hist")
+    with dg.DagsterInstance.ephemeral() as instance:
+        hourly = dg.materialize([checkpoint_assets(g) for g in groups], instance=instance, resources=resources,
+                                tags={"dagster/schedule_name": "checkpoints_hourly"})
+        assert hourly.success and store.list("hist") == kept, "covered by the change log: no full base this hour"
+        by_hand = dg.materialize([checkpoint_assets(g) for g in groups], instance=instance, resources=resources)
+        assert by_hand.success and len(store.list("hist")) == len(kept) + 1
+
+
 def test_the_log_is_folded_into_a_new_base_before_replaying_it_would_cost_more_than_a_full_load(platform):
     db, store, capture = platform
     store.write(db, "hist")

@@ -8,6 +8,7 @@ are older than AEGIS_KEEP_REPLACED_DAYS.
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 
@@ -15,9 +16,13 @@ from platform_assets.layers.metadata import stopwatch
 from platform_assets.layers.tables import SOURCE_TABLES
 from platform_assets.protection.safeguard import asides_of, expired_asides
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase, gate_verdicts
+from resources.capture.health import capture_health
 from resources.checkpoints.format import new_checkpoint_id
 from resources.databases.consistency_groups import ConsistencyGroup
 from resources.databases.table_refs import TableRef, safe_component
+
+HOURLY = "checkpoints_hourly"  # the schedule (sensors/schedules.py) whose runs may leave a covered table alone
+FULL_HOURS_VAR, DEFAULT_FULL_HOURS = "AEGIS_FULL_CHECKPOINT_HOURS", 24
 
 
 class CheckpointConfig(dg.Config):
@@ -94,8 +99,8 @@ def checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
                     can_subset=True)  # a subset too is how a table that does not exist is skipped
     def _assets(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
                 checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy):
-        refs = _present(context, source_db, checkpoints,
-                        [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys])
+        selected = [ref for ref in group.members if keys[ref.id] in context.selected_asset_keys]
+        refs = _due(context, source_db, checkpoints, _present(context, source_db, checkpoints, selected))
         if not refs:
             return
         checkpoint_id = new_checkpoint_id()
@@ -118,6 +123,33 @@ def checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
                                       manifests[ref.id], clock["seconds"])
 
     return _assets
+
+
+def _due(context: dg.AssetExecutionContext, source_db: SourceDatabase, checkpoints: CheckpointStore,
+         refs: list[TableRef]) -> list[TableRef]:
+    """The hourly schedule's tables that need a full checkpoint now: where the change capture keeps up, the change
+    log covers every commit and a full base is taken every AEGIS_FULL_CHECKPOINT_HOURS (24) — or sooner when the
+    log calls for one (capture_watch: gaps, ALTERs, folds). Any other run (by hand, capture_watch) takes them all."""
+    if context.run.tags.get("dagster/schedule_name") != HOURLY or source_db.kind != "postgres" or not refs:
+        return refs
+    try:
+        health = capture_health(source_db, checkpoints.lake)
+    except Exception:  # noqa: BLE001 - whatever keeps us from knowing, the checkpoint is taken
+        return refs
+    if health.problems:
+        return refs
+    hours = float(os.environ.get(FULL_HOURS_VAR) or DEFAULT_FULL_HOURS)
+    due = []
+    for ref in refs:
+        newest = checkpoints.newest_manifest(ref.id)
+        age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(newest["created_at"])).total_seconds() / 3600 \
+            if newest is not None and "wal" in newest["source"] else None
+        if age is not None and age < hours:
+            context.log.info(f"{ref.label}: the change log covers it ({health.summary()}); its full base "
+                             f"{newest['id']} is {age:.1f} h old, the next one is due at {hours:g} h")
+        else:
+            due.append(ref)
+    return due
 
 
 def _present(context: dg.AssetExecutionContext, source_db: SourceDatabase, checkpoints: CheckpointStore,
