@@ -5,6 +5,7 @@ held it, every value with its storage class (`typeof`, `quote`) and its schema o
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -110,3 +111,14 @@ def test_the_replica_health_says_when_litestream_falls_behind(replicated, monkey
     time.sleep(3)
     problems = capture_health(db, store.lake).problems
     assert problems and "above its target" in problems[0], problems
+
+
+def test_a_fresh_install_without_a_database_yet_is_not_a_replication_problem(tmp_path):
+    db = SourceDatabase(url=f"sqlite:///{tmp_path}/not_created_yet.db")
+    health = capture_health(db, Lake(url=f"file://{tmp_path}/lake"))
+    assert health.problems == [], health.problems
+    sqlite3.connect(tmp_path / "old.db").execute("CREATE TABLE t (a)").connection.commit()
+    stale = tmp_path / "old.db"
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    problems = capture_health(SourceDatabase(url=f"sqlite:///{stale}"), Lake(url=f"file://{tmp_path}/lake")).problems
+    assert problems and "holds nothing" in problems[0], problems

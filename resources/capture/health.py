@@ -23,6 +23,7 @@ from resources.lake.lake import Lake
 CHANGE_LOG = dg.AssetKey(["changes", "log"])  # the change log as an asset: observed, and checked for its RPO
 RPO_CHECK = "rpo_within_target"
 RPO_VAR = "AEGIS_RPO_SECONDS"
+SHIP_GRACE_SECONDS = 10  # a new SQLite database has this long to reach its replica before it counts as unreplicated
 DEFAULT_RPO_SECONDS = 5.0
 
 
@@ -127,5 +128,7 @@ def _replica_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime) -> 
     # every second, so only a write more than 2 s after it is surely unshipped
     behind = written is not None and newest is not None and written > newest + dt.timedelta(seconds=2)
     rpo = None if newest is None else ((now - newest).total_seconds() if behind else 0.0)
-    return CaptureHealth(replica.database.name, bool(syncs), not behind, None, None, None, newest, rpo,
+    # nothing to replicate yet (a fresh install: no database file, or one written a moment ago) is not a problem
+    waiting = written is None or (not syncs and (now - written).total_seconds() < SHIP_GRACE_SECONDS)
+    return CaptureHealth(replica.database.name, bool(syncs) or waiting, not behind, None, None, None, newest, rpo,
                          rpo_target(), kind="sqlite")
