@@ -36,9 +36,7 @@ def relations(source_db: SourceDatabase, tables: Sequence[TableRef]) -> dict[str
     """The change log's relation name (schema.name) of every protected table."""
     if source_db.kind != "postgres":
         return {}
-    with source_db.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT current_schema()")
-        default = cur.fetchone()[0]
+    default = source_db.default_schema()
     return {change_log.relation_name(t.in_schema(default).schema, t.name): t for t in tables}
 
 

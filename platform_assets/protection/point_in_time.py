@@ -53,8 +53,7 @@ def cut_for(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableR
     if held is None:
         return None
     if as_of is not None:
-        with source_db.connect() as conn:
-            default = _default_schema(conn)
+        default = source_db.default_schema()
         relations = [relation_name(r.in_schema(default).schema, r.name) for r in refs]
         found = change_log.commit_lsn_at(log, relations, as_of)
         return Cut(found if found is not None else 0, f"the last commit at or before {as_of.isoformat()}")
@@ -75,8 +74,7 @@ def cut_for(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableR
 
 def before_transaction(store: CheckpointStore, source_db: SourceDatabase, refs: list[TableRef], xid: int) -> Cut:
     """The cut just before transaction `xid` (as the change log and the timeline show it) touched these tables."""
-    with source_db.connect() as conn:
-        default = _default_schema(conn)
+    default = source_db.default_schema()
     relations = [relation_name(r.in_schema(default).schema, r.name) for r in refs]
     found = change_log.transaction(change_log_of(store), relations, xid & 0xFFFFFFFF)  # pgoutput's 32 bits
     if found is None:
@@ -85,12 +83,6 @@ def before_transaction(store: CheckpointStore, source_db: SourceDatabase, refs: 
     lsn, committed = found
     return Cut(lsn - 1, f"just before transaction {xid} (committed {committed.isoformat()})",
                as_of=committed - dt.timedelta(microseconds=1))
-
-
-def _default_schema(conn) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SELECT current_schema()")
-        return cur.fetchone()[0]
 
 
 def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:

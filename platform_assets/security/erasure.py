@@ -42,9 +42,7 @@ def forget(context: dg.OpExecutionContext, config: ForgetConfig, lake: Lake, war
     removed = {f"{layer}/{table}": sum(erase_rows(lake, layer, table, column, subject, context.run_id).values())
                for layer, table, column in PLACES}
     if source_db.kind == "postgres" and (sealing := subject_tables().get(TABLE)) is not None:
-        with source_db.connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT current_schema()")
-            relation = relation_name(cur.fetchone()[0], TABLE)
+        relation = relation_name(source_db.default_schema(), TABLE)
         removed["changes/log"] = erase_subject(lake, relation, sealing.subject, sealing.columns, subject,
                                                checkpoints.keyring())
     if warehouse.has_table("dim_customer"):

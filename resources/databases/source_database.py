@@ -102,6 +102,14 @@ class SourceDatabase(dg.ConfigurableResource):
 
     # ------------------------------------------------------------ protected tables: exact copies
 
+    def default_schema(self) -> str:
+        """The schema unqualified names resolve to (SQLite: main; PostgreSQL: current_schema())."""
+        if self.kind == "sqlite":
+            return "main"
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_schema()")
+            return cur.fetchone()[0]
+
     def catalogue(self) -> tuple[set[tuple[str, str]], str]:
         """Every user table as (schema, name), and the schema unqualified names resolve to."""
         with self.connect() as conn, conn.cursor() as cur:
@@ -111,7 +119,7 @@ class SourceDatabase(dg.ConfigurableResource):
             cur.execute("SELECT schemaname, tablename FROM pg_catalog.pg_tables WHERE schemaname NOT IN "
                         "('pg_catalog', 'information_schema') AND schemaname NOT LIKE 'pg\\_%'")
             found = {(r[0], r[1]) for r in cur.fetchall()}
-            cur.execute("SELECT current_schema()")
+            cur.execute("SELECT current_schema()")  # on the same connection: the watch asks every few seconds
             return found, cur.fetchone()[0]
 
     def foreign_links(self) -> set[tuple[tuple[str, str], tuple[str, str]]]:
