@@ -24,17 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from platform_assets.protection.point_in_time import cut_for
 from platform_assets.protection.restoring import plan_restore, restore
 from resources import CheckpointStore, Lake, SourceDatabase
 from resources.capture import change_log
-from resources.capture.change_log import POSITION
 from resources.databases.table_refs import TableRef
 from tests.pg_cluster import PgCluster, server_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
+PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
 
 
 def pgbench(url: str, clients: int, seconds: int) -> float:
@@ -52,8 +50,7 @@ def rpo_samples(store: CheckpointStore, since: dt.datetime) -> list[float]:
     """Seconds from each change's commit to the start of the flush that landed it (the position row written in
     the same Delta commit)."""
     table = change_log.read(change_log.location(store.lake), "public.pgbench_history")
-    positions = change_log._open(change_log.location(store.lake)).to_pyarrow_table(
-        columns=["lsn", "commit_time"], filters=[("relation", "=", POSITION)]).sort_by("lsn")
+    positions = change_log.positions(change_log.location(store.lake))
     lsns, times = positions["lsn"].to_pylist(), positions["commit_time"].to_pylist()
     samples, at = [], 0
     for lsn, committed in zip(table["lsn"].to_pylist(), table["commit_time"].to_pylist(), strict=True):
@@ -98,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         cut = cut_for(store, db, [TableRef("public", "pgbench_accounts")], wait_seconds=600)
         caught_up = time.monotonic() - ended
         committed = (int(psql(url, "SELECT count(*) FROM pgbench_history")) - before) * 4  # 3 updates + 1 insert
-        log_rows = change_log._open(change_log.location(store.lake)).to_pyarrow_table(
-            columns=["relation", "commit_time"], filters=[("commit_time", ">=", since)])
-        landed = pc.sum(pc.invert(pc.starts_with(log_rows["relation"], "_"))).as_py()
+        landed = change_log.activity(change_log.location(store.lake),
+                                     [f"public.{t}" for t in PGBENCH], since).num_rows
         samples = sorted(rpo_samples(store, since))
         truth = psql(url, "SELECT sum(hashtext(t::text)::bigint), count(*) FROM pgbench_accounts t")
         psql(url, "DROP TABLE pgbench_accounts")

@@ -127,18 +127,31 @@ def _open(loc: ChangeLogLocation) -> DeltaTable | None:
         return None
 
 
+def _scan(loc: ChangeLogLocation, columns: list[str] | None, filters: list[tuple]) -> pa.Table:
+    """The log's rows that pass `filters` (only `columns`); empty before the capture wrote anything."""
+    log = _open(loc)
+    if log is None:
+        return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+    return log.to_pyarrow_table(columns=columns, filters=filters)
+
+
+def _newest(found: pa.Table) -> tuple[int, dt.datetime] | None:
+    """(lsn, commit_time) of the row with the highest LSN."""
+    if not found.num_rows:
+        return None
+    at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
+    return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py()
+
+
 def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
          through_lsn: int | None = None, keyring: Keyring | None = None) -> pa.Table:
     """A relation's changes in commit order (LSN, then place in the transaction), opened with `keyring`."""
-    log = _open(loc)
-    if log is None:
-        return SCHEMA.empty_table()
     filters = [("relation", "=", relation)]
     if after_lsn is not None:
         filters.append(("lsn", ">", after_lsn))
     if through_lsn is not None:
         filters.append(("lsn", "<=", through_lsn))
-    table = log.to_pyarrow_table(filters=filters)
+    table = _scan(loc, None, filters)
     table = _conformed(table) if table.num_rows else SCHEMA.empty_table()
     return _opened(table, keyring).sort_by([("lsn", "ascending"), ("seq", "ascending")])
 
@@ -150,49 +163,29 @@ def _conformed(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def position(loc: ChangeLogLocation) -> tuple[int, str | None] | None:
+def position(loc: ChangeLogLocation) -> tuple[int, str] | None:
     """(LSN, when) up to which every committed transaction is in the lake, or None before the first flush."""
-    log = _open(loc)
-    if log is None:
-        return None
-    found = log.to_pyarrow_table(columns=["lsn", "commit_time"], filters=[("relation", "=", POSITION)])
-    if not found.num_rows:
-        return None
-    at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
-    return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py().isoformat()
+    newest = _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]))
+    return None if newest is None else (newest[0], newest[1].isoformat())
 
 
 def transaction(loc: ChangeLogLocation, relations: list[str], xid: int) -> tuple[int, dt.datetime] | None:
     """(commit LSN, commit time) of the newest transaction `xid` that touched any of `relations`."""
-    log = _open(loc)
-    if log is None:
-        return None
-    found = log.to_pyarrow_table(columns=["lsn", "commit_time"], filters=[("relation", "in", relations),
-                                                                          ("xid", "=", xid)])
-    if not found.num_rows:
-        return None
-    at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
-    return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py()
+    return _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "in", relations), ("xid", "=", xid)]))
 
 
 def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | None:
     """The LSN of the last commit at or before `as_of` that touched any of `relations` (None: none did)."""
-    log = _open(loc)
-    if log is None:
-        return None
-    found = log.to_pyarrow_table(columns=["lsn"], filters=[("relation", "in", relations),
-                                                           ("commit_time", "<=", as_of)])
-    return int(pc.max(found["lsn"]).as_py()) if found.num_rows else None
+    newest = _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "in", relations),
+                                                          ("commit_time", "<=", as_of)]))
+    return None if newest is None else newest[0]
 
 
 def events(loc: ChangeLogLocation, after_lsn: int = 0) -> list[dict]:
     """Gaps and ALTERs after `after_lsn`, oldest first: {kind: gap|altered, lsn, at, relation (None: every
     table), why}."""
-    log = _open(loc)
-    if log is None:
-        return []
-    found = log.to_pyarrow_table(columns=["relation", "lsn", "commit_time", "note"],
-                                 filters=[("relation", "in", [GAP, ALTERED]), ("lsn", ">", after_lsn)]).to_pylist()
+    found = _scan(loc, ["relation", "lsn", "commit_time", "note"],
+                  [("relation", "in", [GAP, ALTERED]), ("lsn", ">", after_lsn)]).to_pylist()
     said = []
     for row in found:
         note = json.loads(row["note"])
@@ -204,22 +197,20 @@ def events(loc: ChangeLogLocation, after_lsn: int = 0) -> list[dict]:
 
 def gaps(loc: ChangeLogLocation) -> list[dict]:
     """Every stretch of WAL the log does not hold: {from_lsn, to_lsn, at, why}, oldest first."""
-    log = _open(loc)
-    if log is None:
-        return []
-    found = log.to_pyarrow_table(columns=["commit_time", "note"], filters=[("relation", "=", GAP)]).to_pylist()
+    found = _scan(loc, ["commit_time", "note"], [("relation", "=", GAP)]).to_pylist()
     return sorted(({**json.loads(r["note"]), "at": r["commit_time"]} for r in found), key=lambda g: g["to_lsn"])
 
 
 def activity(loc: ChangeLogLocation, relations: list[str], since: dt.datetime) -> pa.Table:
     """The changes of `relations` committed since `since`: relation, lsn, commit_time, xid and op, one row per
     change (what the timeline and the shrink alert summarise)."""
-    log = _open(loc)
-    columns = ["relation", "lsn", "commit_time", "xid", "op"]
-    if log is None:
-        return SCHEMA.empty_table().select(columns)
-    return log.to_pyarrow_table(columns=columns, filters=[("relation", "in", relations),
-                                                          ("commit_time", ">=", since)])
+    return _scan(loc, ["relation", "lsn", "commit_time", "xid", "op"],
+                 [("relation", "in", relations), ("commit_time", ">=", since)])
+
+
+def positions(loc: ChangeLogLocation) -> pa.Table:
+    """Every flush the capture recorded (lsn, the time it began), in LSN order (make bench-capture's RPO)."""
+    return _scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]).sort_by("lsn")
 
 
 def largest_transactions(changes: pa.Table, limit: int = 10) -> list[dict]:
