@@ -14,11 +14,11 @@ from resources.capture.replay import Snapshot, after_checkpoint, seen_beyond
 AT = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
 
 
-def log(*changes: tuple[int, int]) -> pa.Table:
+def log(*changes: tuple[int, int]) -> list[dict]:
     return pa.Table.from_pylist([{"relation": "public.t", "lsn": lsn, "commit_time": AT, "xid": xid, "seq": 0,
                                   "op": "U", "columns": None, "new": ["1"], "unchanged": None, "old": None,
                                   "old_kind": None, "note": None, "sealed": None, "key_id": None}
-                                 for lsn, xid in changes], schema=SCHEMA)
+                                 for lsn, xid in changes], schema=SCHEMA).to_pylist()
 
 
 def test_a_change_belongs_after_the_checkpoint_exactly_when_its_snapshot_did_not_see_it():

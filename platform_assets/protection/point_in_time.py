@@ -107,7 +107,7 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
                          "log (a fresh checkpoint is taken on its own)")
             cut = Cut(min(cut.lsn, gap["from_lsn"]), f"the last commit before the gap at {lsn_text(gap['from_lsn'])}")
             break
-    log = change_log.read(where, relation_name(ref.schema, ref.name), keyring=store.keyring())
+    log = change_log.read(where, relation_name(ref.schema, ref.name), keyring=store.keyring()).to_pylist()
     if (later := seen_beyond(log, snapshot, cut.lsn)) is not None:
         raise ReplayError(f"checkpoint {manifest['id']} already holds transaction {later['xid']} (committed "
                           f"{later['commit_time']}), after {cut.why}: an older checkpoint is the base")

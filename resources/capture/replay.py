@@ -17,8 +17,6 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 FROM_BASE = "\x00aegis:from-checkpoint"  # a value to copy from the checkpoint's row with the change's origin key
 LONG_AGO = 1 << 30  # WAL bytes: a transaction committed this far before a checkpoint finished long before it
 
@@ -33,13 +31,13 @@ class Snapshot:
 
     xmin: int
     xmax: int
-    xip: frozenset[int]
+    xip: frozenset[int]  # the transactions in progress, as pgoutput names them (32 bits)
     lsn_before: int
 
     @classmethod
     def parse(cls, text: str, lsn_before: int) -> Snapshot:
         xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x), lsn_before)
+        return cls(int(xmin), int(xmax), frozenset(int(x) & 0xFFFFFFFF for x in xip.split(",") if x), lsn_before)
 
     def visible(self, xid32: int) -> bool:
         """Whether a committed transaction (32-bit id, as pgoutput gives it) was seen by the snapshot."""
@@ -47,7 +45,7 @@ class Snapshot:
             return True
         if not _precedes(xid32, self.xmax & 0xFFFFFFFF):
             return False
-        return xid32 not in {x & 0xFFFFFFFF for x in self.xip}
+        return xid32 not in self.xip
 
 
 def _precedes(a: int, b: int) -> bool:
@@ -71,13 +69,13 @@ class ReplayPlan:
     notes: list[str] = field(default_factory=list)  # what the restore should say (a gap it stopped at)
 
 
-def after_checkpoint(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> list[dict]:
+def after_checkpoint(log: list[dict], snapshot: Snapshot, through_lsn: int) -> list[dict]:
     """The log's changes (rows of change_log.SCHEMA) that the checkpoint did not see, up to `through_lsn`: exactly
     the transactions its snapshot did not see, whatever their commit LSN — one whose commit record was written
     before the checkpoint read the WAL position but that was still finishing (so invisible, and even above xmax,
     not in xip) belongs after it. Only far older changes are passed over without asking (32-bit ids wrap)."""
     found = []
-    for row in log.to_pylist():
+    for row in log:
         if row["lsn"] > through_lsn or row["op"] == "P" or row["lsn"] < snapshot.lsn_before - LONG_AGO:
             continue
         if snapshot.visible(row["xid"]):
@@ -86,10 +84,10 @@ def after_checkpoint(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> lis
     return found
 
 
-def seen_beyond(log: pa.Table, snapshot: Snapshot, through_lsn: int) -> dict | None:
+def seen_beyond(log: list[dict], snapshot: Snapshot, through_lsn: int) -> dict | None:
     """A change committed after `through_lsn` that the checkpoint already holds (it was taken after the moment a
     restore wants: replaying cannot undo it, an older checkpoint must be the base)."""
-    for row in log.to_pylist():
+    for row in log:
         if row["lsn"] > through_lsn and row["op"] in "IUDT" and row["lsn"] >= snapshot.lsn_before \
                 and snapshot.visible(row["xid"]):
             return row
