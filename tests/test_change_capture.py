@@ -42,7 +42,7 @@ from sensors.jobs import checkpoint_job
 from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
-from tests.test_restore_in_new_process import assert_no_failed_run, pg_existing, wait_for_restores
+from tests.test_restore_in_new_process import assert_no_failed_run, pg_existing, psql, wait_for_restores
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('calm', 'busy');
@@ -62,11 +62,6 @@ INSERT INTO hist SELECT i % 50, i, '2026-01-01' FROM generate_series(1, 300) i;
 """
 TABLES = ["acct", "hist"]
 PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
-
-
-def psql(url: str, sql: str) -> str:
-    return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
-                          capture_output=True, text=True, check=True).stdout
 
 
 def truth(url: str, table: str) -> Counter:
@@ -153,6 +148,17 @@ def restore_dropped(db: SourceDatabase, store: CheckpointStore, tables: list[str
     return done
 
 
+def dropped_and_restored(db: SourceDatabase, store: CheckpointStore, url: str, tables: list[str]) -> list:
+    """Drop `tables` at once and restore them as a loss is restored: each must equal, as the database writes its
+    rows, the table of the moment before the DROP."""
+    before = {t: truth(url, t) for t in tables}
+    psql(url, "DROP TABLE " + ", ".join(tables))
+    outcomes = restore_dropped(db, store, tables)
+    for table in tables:
+        assert truth(url, table) == before[table], f"{table} differs from the moment before the DROP"
+    return outcomes
+
+
 def test_a_checkpoint_gives_way_to_a_drop_instead_of_waiting_for_it_forever(platform):
     """A checkpoint's read holds the table; a DROP queues behind it; pg_dump (another session of the same
     checkpoint) would queue behind the DROP: without a lock timeout the three wait for each other for ever."""
@@ -213,25 +219,18 @@ def test_a_dropped_table_comes_back_with_every_change_committed_before_the_drop(
         DELETE FROM hist WHERE aid = 3 AND delta = 53;
         UPDATE hist SET delta = -delta WHERE aid = 4;
     """)
-    before = {t: truth(capture.url, t) for t in TABLES}
     schemas = {t: schema_as_dumped(db, t) for t in TABLES}
-    psql(capture.url, "DROP TABLE acct, hist")
-    outcomes = restore_dropped(db, store, TABLES)
+    outcomes = dropped_and_restored(db, store, capture.url, TABLES)
     for table, outcome in zip(TABLES, outcomes, strict=True):
-        assert truth(capture.url, table) == before[table], f"{table} differs from the moment before the DROP"
         assert schema_as_dumped(db, table) == schemas[table]
         assert outcome.replayed and outcome.replayed["changes"] > 0
-    assert sum(before["acct"].values()) == outcomes[0].rows == 500 + 1 - 3
+    assert outcomes[0].rows == 500 + 1 - 3
 
 
 def test_changes_after_a_restore_are_captured_and_a_second_loss_loses_none(platform):
     db, store, capture = platform
     psql(capture.url, "UPDATE acct SET note = 'after the restore' WHERE id = 1; INSERT INTO hist VALUES (9, 9, NULL)")
-    before = {t: truth(capture.url, t) for t in TABLES}
-    psql(capture.url, "DROP TABLE acct, hist")
-    restore_dropped(db, store, TABLES)
-    for table in TABLES:
-        assert truth(capture.url, table) == before[table]
+    dropped_and_restored(db, store, capture.url, TABLES)
 
 
 def test_a_capture_killed_and_restarted_loses_nothing_and_applies_nothing_twice(platform):
@@ -242,11 +241,7 @@ def test_a_capture_killed_and_restarted_loses_nothing_and_applies_nothing_twice(
         cut_for(store, db, [TableRef("public", "acct")], None, wait_seconds=1)
     capture.start()
     psql(capture.url, "UPDATE acct SET balance = balance + 1 WHERE id = 10")
-    before = {t: truth(capture.url, t) for t in TABLES}
-    psql(capture.url, "DROP TABLE acct, hist")
-    restore_dropped(db, store, TABLES)
-    for table in TABLES:
-        assert truth(capture.url, table) == before[table]
+    dropped_and_restored(db, store, capture.url, TABLES)
 
 
 def test_the_source_restarted_under_the_capture_loses_nothing_and_the_rpo_alert_fires_and_clears(
@@ -278,11 +273,7 @@ def test_the_source_restarted_under_the_capture_loses_nothing_and_the_rpo_alert_
         caught_up(store, capture.url)
         cursor = tick(cursor)
         assert not json.loads(cursor)["alerting"], "and clears once the capture caught up"
-    before = {t: truth(capture.url, t) for t in TABLES}
-    psql(capture.url, "DROP TABLE acct, hist")
-    restore_dropped(db, store, TABLES)
-    for table in TABLES:
-        assert truth(capture.url, table) == before[table]
+    dropped_and_restored(db, store, capture.url, TABLES)
 
 
 def test_a_table_restored_to_a_second_equals_the_table_at_that_second(platform):
@@ -386,10 +377,7 @@ def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_che
                 cut=cut_for(store, db, [TableRef("public", "acct")]))
     store.write(db, "acct")  # what the requested run does
     psql(capture.url, "UPDATE acct SET extra = 2 WHERE id = 2")
-    before = truth(capture.url, "acct")
-    psql(capture.url, "DROP TABLE acct")
-    restore_dropped(db, store, ["acct"])
-    assert truth(capture.url, "acct") == before
+    dropped_and_restored(db, store, capture.url, ["acct"])
 
 
 def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
@@ -415,10 +403,7 @@ def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
     assert psql(capture.url, "SELECT count(*) FROM hist WHERE aid IN (77, 78)").strip() == "0"
     store.write(db, "hist")  # the fresh base: from here on nothing is lost again
     psql(capture.url, "INSERT INTO hist VALUES (79, 79, NULL)")
-    before = truth(capture.url, "hist")
-    psql(capture.url, "DROP TABLE hist")
-    restore_dropped(db, store, ["hist"])
-    assert truth(capture.url, "hist") == before
+    dropped_and_restored(db, store, capture.url, ["hist"])
 
 
 def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tmp_path):

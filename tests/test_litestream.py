@@ -33,14 +33,14 @@ replicated_capture: list[CaptureProcess] = []
 
 
 def typed(path: Path, table: str) -> tuple[list, list]:
+    """The table as SQLite holds it: every value with its storage class, and its sqlite_master entries."""
     with sqlite3.connect(path) as conn:
         columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
         values = ", ".join(f'typeof("{c}"), quote("{c}")' for c in columns)
         rows = sorted(conn.execute(f'SELECT {values} FROM "{table}"').fetchall())
         objects = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? ORDER BY 1, 2",
                                (table,)).fetchall()
-    return rows, [(t, n.replace(table, "items"), (s or "").replace(f'"{table}"', "items").replace(table, "items"))
-                  for t, n, s in objects]
+    return rows, objects
 
 
 @pytest.fixture(scope="module")
