@@ -24,8 +24,7 @@ def _as_text(value_sql: str) -> str:
 def _stage(cur: dbapi.Cursor, rows: list[list], width: int, extra: dict[str, pa.Array] | None = None) -> str:
     name = f"aegis_replay_{secrets.token_hex(4)}"
     arrays = {f"c{i}": pa.array([r[i] for r in rows], pa.large_string()) for i in range(width)}
-    table = pa.table({**arrays, **(extra or {})}) if rows or extra else pa.table(arrays)
-    cur.adbc_ingest(name, table, mode="create", temporary=True)
+    cur.adbc_ingest(name, pa.table({**arrays, **(extra or {})}), mode="create", temporary=True)
     return f"pg_temp.{quote_name(name)}"
 
 
