@@ -40,13 +40,14 @@ def relations(source_db: SourceDatabase, tables: Sequence[TableRef]) -> dict[str
     return {change_log.relation_name(t.in_schema(default).schema, t.name): t for t in tables}
 
 
-def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, tables: Sequence[TableRef], state: dict,
-                      named: dict[str, TableRef] | None = None) -> list[dg.RunRequest]:
-    """A checkpoint of every table a gap or an ALTER touched since the last tick: the first base after it."""
+def fresh_checkpoints(context: dg.SensorEvaluationContext, lake, named: dict[str, TableRef], state: dict
+                      ) -> list[dg.RunRequest]:
+    """A checkpoint of every table (`named`: by its relation in the log) a gap or an ALTER touched since the last
+    tick: the first base after it."""
     requests = []
-    named = named if named is not None else {change_log.relation_name(t.schema, t.name): t for t in tables}
     for event in change_log.events(change_log.location(lake), state.get("events_lsn", 0)):
-        touched = list(tables) if event["relation"] is None else [t for r, t in named.items() if r == event["relation"]]
+        relation = event["relation"]
+        touched = list(named.values()) if relation is None else [named[relation]] if relation in named else []
         state["events_lsn"] = event["lsn"]
         if not touched:
             continue
@@ -153,7 +154,7 @@ def build_capture_watch(tables: Sequence[TableRef], job,
                 post(url, alert)
             state["alerting"] = bool(problems)
         named = relations(source_db, tables)
-        requests = fresh_checkpoints(context, checkpoints.lake, tables, state, named)
+        requests = fresh_checkpoints(context, checkpoints.lake, named, state)
         now = dt.datetime.now(dt.UTC)
         if state.get("timeline_at") != now.strftime("%Y-%m-%dT%H:%M"):  # once a minute
             requests += folds(context, checkpoints, named)

@@ -370,7 +370,7 @@ def test_an_alter_is_noticed_a_restore_does_not_replay_across_it_and_a_fresh_che
     psql(capture.url, "ALTER TABLE acct ADD COLUMN extra int; UPDATE acct SET extra = 1 WHERE id = 1")
     caught_up(store, capture.url)
     tables = [TableRef("public", t) for t in TABLES]
-    requests = fresh_checkpoints(dg.build_sensor_context(), lake, tables, state)
+    requests = fresh_checkpoints(dg.build_sensor_context(), lake, relations(db, tables), state)
     assert [r.asset_selection for r in requests] == [[dg.AssetKey(["checkpoints", "acct"])]]
     with pytest.raises(RestoreFailedError, match="ALTER TABLE|altered"):
         restore(store, db, plan_restore(store, "acct", target_table="acct_copy"),
@@ -391,7 +391,7 @@ def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
     assert "a gap" in capture.said(since=capture.started_at)
     psql(capture.url, "INSERT INTO hist VALUES (78, 78, NULL)")
     caught_up(store, capture.url)
-    requests = fresh_checkpoints(dg.build_sensor_context(), store.lake, [TableRef("public", "hist")], seen)
+    requests = fresh_checkpoints(dg.build_sensor_context(), store.lake, relations(db, [TableRef(None, "hist")]), seen)
     assert requests and requests[-1].tags["aegis/reason"] == "gap"
     as_of = dt.datetime.now(dt.UTC)
     with pytest.raises(RestoreFailedError, match="gap"):

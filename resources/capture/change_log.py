@@ -208,6 +208,14 @@ def activity(loc: ChangeLogLocation, relations: list[str], since: dt.datetime) -
                  [("relation", "in", relations), ("commit_time", ">=", since)])
 
 
+def last_shapes(loc: ChangeLogLocation) -> dict[str, str]:
+    """Each relation's columns as the log last recorded them (what an ALTER is told apart from after a restart)."""
+    found = _scan(loc, ["relation", "lsn", "columns"], [("columns", "!=", "")]).sort_by("lsn")
+    found = found.filter(pc.invert(pc.starts_with(found["relation"], "_")))
+    last = found.group_by("relation", use_threads=False).aggregate([("columns", "last")])
+    return dict(zip(last["relation"].to_pylist(), last["columns_last"].to_pylist(), strict=True))
+
+
 def positions(loc: ChangeLogLocation) -> pa.Table:
     """Every flush the capture recorded (lsn, the time it began), in LSN order (make bench-capture's RPO)."""
     return _scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]).sort_by("lsn")

@@ -177,6 +177,7 @@ class Capture:
     def begin(self) -> None:
         """Where the lake stands, and a slot that continues from there (or a recorded gap)."""
         self._durable = self._received = self._lake_position()
+        self._shapes = change_log.last_shapes(self.log)  # an ALTER while the capture was away is still an ALTER
         self.ensure_slot()
         self._started = True
 
