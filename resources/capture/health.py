@@ -51,6 +51,7 @@ class CaptureHealth:
     rpo_seconds: float | None  # 0 when the lake holds everything committed; else the age of what it holds
     target_seconds: float
     kind: str = "postgres"  # or "sqlite": `slot` names the Litestream replica, `durable_at` its newest state
+    lake_error: str | None = None  # the change log could not be read (the lake is unreachable)
 
     @property
     def problems(self) -> list[str]:
@@ -64,6 +65,10 @@ class CaptureHealth:
                         "is Litestream running (make capture)?"]
             return []
         found = []
+        if self.lake_error:
+            found.append(f"the change log cannot be read from the lake ({self.lake_error}): nothing committed since "
+                         "is durable; the capture keeps what it received and does not confirm the slot until the lake "
+                         "is back")
         if not self.slot_exists:
             found.append(f"there is no replication slot {self.slot}: nothing is being captured (start make capture)")
         elif self.wal_status == "lost":
@@ -98,7 +103,10 @@ def capture_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime | Non
                     "FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
                     parameters=[slot])
         current, active, wal_status, confirmed = cur.fetchone()
-    held = change_log.position(change_log.location(lake))
+    try:
+        held, lake_error = change_log.position(change_log.location(lake)), None
+    except Exception as exc:  # noqa: BLE001 - any storage error: the lake is away, which is a health problem
+        held, lake_error = None, type(exc).__name__
     durable_lsn = held[0] if held else None
     durable_at = dt.datetime.fromisoformat(held[1]) if held else None
     lag = parse_lsn(current) - durable_lsn if durable_lsn is not None else None
@@ -107,7 +115,8 @@ def capture_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime | Non
     else:
         rpo = 0.0 if lag is not None and lag <= 0 else max(0.0, (now - durable_at).total_seconds())
     return CaptureHealth(slot, confirmed is not None or active is not None, bool(active), wal_status,
-                         max(lag, 0) if lag is not None else None, durable_lsn, durable_at, rpo, rpo_target())
+                         max(lag, 0) if lag is not None else None, durable_lsn, durable_at, rpo, rpo_target(),
+                         lake_error=lake_error)
 
 
 def _replica_health(source_db: SourceDatabase, lake: Lake, now: dt.datetime) -> CaptureHealth:

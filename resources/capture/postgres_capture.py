@@ -276,7 +276,9 @@ class Capture:
                      f"{RETRY_SECONDS:g} s")
             time.sleep(RETRY_SECONDS)
             return
+        # durable first: should confirming fail (the connection went away while the lake was slow), the
+        # changes the slot re-sends are recognised as held, never written twice
+        landed, self._pending, self._durable = len(self._pending), [], self._received
         cur.send_feedback(flush_lsn=self._received, reply=True)
-        if self._pending:
-            self.say(f"{len(self._pending)} change(s) durable up to {lsn_text(self._received)}")
-        self._pending, self._durable = [], self._received
+        if landed:
+            self.say(f"{landed} change(s) durable up to {lsn_text(self._received)}")
