@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from bench.dagster_server import dagster_server, embedded_env, local_home
 from platform_assets.protection.checkpoints import checkpoint_assets
@@ -364,6 +366,43 @@ def test_a_table_restored_to_a_second_equals_the_table_at_that_second(platform):
         restore(store, db, plan_restore(store, table, as_of=as_of, target_table=target), cut=cut)
         got = Counter(line.replace(f"{target}", table) for line in truth(capture.url, target).elements())
         assert got == then[table], f"{table} as of {as_of} differs from the table at that second"
+
+
+def rewrite_log(store: CheckpointStore, relation: str, rows: list[dict]) -> None:
+    """Replace a relation's changes in the log with `rows` (what damage, or a hand that edits it, would do)."""
+    loc = change_log_of(store)
+    write_deltalake(DeltaTable(loc.uri), pa.Table.from_pylist(rows, schema=change_log.SCHEMA), mode="overwrite",
+                    partition_by=["relation"], predicate=f"relation = '{relation}'")
+
+
+def test_a_replay_is_verified_by_each_changes_checksum_and_by_the_databases_fingerprint(platform):
+    """A change edited in the log is refused by its checksum; a value that would not come back as the log holds
+    it (the same number written another way, checksum and all) is caught by the database's fingerprint. Neither
+    restore touches the database; with the log as the capture wrote it the table comes back exactly."""
+    db, store, capture = platform
+    psql(capture.url, "UPDATE acct SET balance = 7.0001 WHERE id = 12")
+    caught_up(store, capture.url)
+    original = change_log.read(change_log_of(store), "public.acct").to_pylist()
+    edited = [dict(r, new=list(r["new"]) if r["new"] else r["new"]) for r in original]
+    change = next(r for r in reversed(edited) if r["op"] == "U" and r["new"] and r["new"][1] == "7.0001")
+    change["new"][1] = "7.00010"  # numeric(18,4) reads it as 7.0001 and writes it back as 7.0001
+    before = truth(capture.url, "acct")
+    psql(capture.url, "DROP TABLE acct")
+    try:
+        rewrite_log(store, "public.acct", edited)
+        with pytest.raises(RestoreFailedError, match="does not match its checksum"):
+            restore_dropped(db, store, ["acct"])
+        change["digest"] = change_log.digest(change)
+        rewrite_log(store, "public.acct", edited)
+        with pytest.raises(RestoreFailedError, match="fingerprint of the table is .* the change log say"):
+            restore_dropped(db, store, ["acct"])
+        assert psql(capture.url, "SELECT to_regclass('acct') IS NULL").strip() == "t"
+    finally:
+        rewrite_log(store, "public.acct", original)
+    outcome = restore_dropped(db, store, ["acct"])[0]
+    assert truth(capture.url, "acct") == before
+    assert outcome.replayed["verified"] == "count and fingerprint"
+    assert outcome.replayed["fingerprint"] == outcome.fingerprint == db.fingerprint(TableRef("public", "acct"))[1]
 
 
 def test_the_shrink_alert_names_the_transaction_and_a_restore_goes_to_just_before_it(platform):

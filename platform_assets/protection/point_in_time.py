@@ -123,24 +123,35 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
         earlier = after_checkpoint(log, snapshot, int(through)) if through is not None else []
         changes = [c for c in earlier if c["op"] != "R"] + [
             c for c in changes if c["lsn"] > last["lsn"] and c["xid"] != last["xid"]]
+    change_log.check(changes)
     columns = [c["name"] for c in source["columns"] if c["travel"] != "generated"]
     steps = plan(changes, columns)
     steps.notes = notes
     return steps
 
 
-def replay(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef, cut: Cut) -> dict:
-    """Apply the log to the freshly loaded checkpoint; the row count must be what the log says."""
+def replay(store: CheckpointStore, restorer: Restorer, manifest: dict, place: TableRef, cut: Cut,
+           base_fingerprint: str | None = None) -> dict:
+    """Apply the log to the freshly loaded checkpoint (whose database fingerprint is `base_fingerprint`); the row
+    count and the database's fingerprint of the result must be what the log says the table held at the cut."""
     steps = replay_plan(store, manifest, cut)
-    done = postgres_replay.apply(restorer.conn, place, manifest["source"]["columns"], steps)
+    done = postgres_replay.apply(restorer.conn, place, manifest["source"]["columns"], steps, base_fingerprint)
     expected = (0 if steps.truncated else manifest["rows"]) + steps.count_delta
     rows = restorer.count(place)
     if rows != expected:
         raise ReplayError(f"{place.label}: after replaying {steps.changes} change(s) the table holds {rows} rows; the "
                           f"change log says {expected} (checkpoint {manifest['rows']}, "
                           f"{steps.count_delta:+d} since)")
+    if "unproven" in done:
+        restorer.warnings.append(f"{place.label}: after the replay only the row count was checked, not the "
+                                 f"database's fingerprint: {done['unproven']}")
+    elif done["fingerprint"] != done["expected_fingerprint"]:
+        raise ReplayError(f"{place.label}: after replaying {steps.changes} change(s) the database's fingerprint of "
+                          f"the table is {done['fingerprint']}; the checkpoint and the change log say "
+                          f"{done['expected_fingerprint']}: a value did not come back as the log holds it")
     restorer.warnings += steps.notes
-    return {"changes": steps.changes, "rows": rows, "through_lsn": lsn_text(steps.last_lsn or cut.lsn), **done}
+    return {"changes": steps.changes, "rows": rows, "through_lsn": lsn_text(steps.last_lsn or cut.lsn),
+            "verified": "count and fingerprint" if "unproven" not in done else "count", **done}
 
 
 def mark_restored(restorer: Restorer, manifest: dict, place: TableRef, cut: Cut | None) -> None:

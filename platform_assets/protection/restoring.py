@@ -166,8 +166,10 @@ def restore_together(store: CheckpointStore, source_db: SourceDatabase, parts: l
                     fingerprints[part.table] = compare(restorer, manifest, place, erased[0])
                 if cut is not None:
                     with _timed(seconds[part.table], "replay"):
-                        replayed[part.table] = point_in_time.replay(store, restorer, manifest, place, cut)
-                        fingerprints[part.table] = restorer.fingerprint(manifest["source"], place)[1]
+                        replayed[part.table] = point_in_time.replay(
+                            store, restorer, manifest, place, cut, None if erased[0] else fingerprints[part.table])
+                        fingerprints[part.table] = (replayed[part.table].get("fingerprint")
+                                                    or restorer.fingerprint(manifest["source"], place)[1])
                 if erased[0]:
                     restorer.warnings.append(f"{part.table}: {erased[0]} row(s) of erased people restored without "
                                              "their personal values (their keys were destroyed)")

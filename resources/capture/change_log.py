@@ -13,6 +13,7 @@ capture stands can never disagree; the replication slot is confirmed only after 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ SCHEMA = pa.schema([
     pa.field("note", pa.string()),  # R: what the restore put in place (JSON); P: the slot
     pa.field("sealed", pa.binary()),  # with a checkpoint key: new, old and unchanged, AES-256-GCM (then null above)
     pa.field("key_id", pa.string()),  # the key's public id (never the key)
+    pa.field("digest", pa.string()),  # unsealed: a checksum of everything the change says (digest()); sealed: null
 ])
 VALUES = ("new", "unchanged", "old")
 
@@ -74,10 +76,38 @@ def columns_json(relation: Relation) -> str:
                       separators=(",", ":"))
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def digest(row: dict) -> str:
+    """The checksum of a change as the capture wrote it: where, when, which transaction, what and its values."""
+    micros = (row["commit_time"] - EPOCH) // dt.timedelta(microseconds=1)
+    said = [row["relation"], row["lsn"], micros, row["xid"], row["seq"], row["op"],
+            *(row.get(name) for name in ("columns", "new", "unchanged", "old", "old_kind", "note"))]
+    return hashlib.blake2b(json.dumps(said, separators=(",", ":")).encode(), digest_size=8).hexdigest()
+
+
+def stamp(rows: list[dict]) -> None:
+    """Give every unsealed change its checksum (in place); a sealed one is authenticated by its key instead."""
+    for row in rows:
+        row["digest"] = None if row.get("sealed") is not None else digest(row)
+
+
+def check(rows: list[dict]) -> None:
+    """Every change that carries a checksum still matches it (rows as read(), opened): else nothing is replayed."""
+    for row in rows:
+        if row.get("digest") is not None and digest(row) != row["digest"]:
+            raise ChangeLogError(f"the change of {row['relation']} at LSN {row['lsn']} (transaction {row['xid']}, "
+                                 f"change {row['seq']}) does not match its checksum: the change log was altered or "
+                                 "damaged, so nothing was replayed")
+
+
 def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
-    """Land `rows` (dicts with SCHEMA's fields) in one Delta commit; durable when this returns."""
+    """Land `rows` (dicts with SCHEMA's fields) in one Delta commit, each with its checksum; durable when this
+    returns."""
     if not rows:
         return
+    stamp(rows)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     try:
         target = DeltaTable(loc.uri, storage_options=loc.storage_options)
@@ -268,6 +298,7 @@ def erase_subject(lake: Lake, relation: str, subject_column: str, personal: tupl
         return 0
     if keyring is not None:
         seal(rows, keyring)
+    stamp(rows)
     held = set(log.file_uris(partition_filters=[("relation", "=", relation)]))
     write_deltalake(log, pa.Table.from_pylist(rows, schema=SCHEMA), mode="overwrite", partition_by=["relation"],
                     predicate=f"relation = '{relation.replace(chr(39), chr(39) * 2)}'",

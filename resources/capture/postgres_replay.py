@@ -1,6 +1,12 @@
 """Applying a replay plan (resources/capture/replay.py) to a restored PostgreSQL table inside the restore's
 transaction, set-based: the log's values are staged as text and cast to each column's type by the server, the
-way checkpoints carry them; rows go by key (or, without a key, by whole row and number of copies)."""
+way checkpoints carry them; rows go by key (or, without a key, by whole row and number of copies).
+
+It also says what the database's own fingerprint of the table (the checkpoints' additive sum of
+`hashtextextended(ROW(r.*)::text)`) must be afterwards: the checkpoint's, less the rows the replay removed, plus
+the rows the change log says follow — hashed by the server from the log's own text (a record's text depends only
+on its values' text), never from what was inserted. A value that does not come back exactly as the log holds it,
+a row the replay removed or inserted too many or too few times, shows as a different fingerprint."""
 
 from __future__ import annotations
 
@@ -28,17 +34,35 @@ def _stage(cur: dbapi.Cursor, rows: list[list], width: int, extra: dict[str, pa.
     return f"pg_temp.{quote_name(name)}"
 
 
-def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: ReplayPlan) -> dict[str, int]:
-    """Delete what the log removed, insert the final rows; returns how many rows went and came."""
+def _removed(cur: dbapi.Cursor, delete_sql: str) -> tuple[int, int]:
+    """Run a DELETE of the target aliased `t`; how many rows it removed and the sum of their row hashes."""
+    cur.execute(f"WITH gone AS ({delete_sql} RETURNING t.*) SELECT count(*), "
+                f"coalesce(sum({ROW_HASH.format('ROW(gone.*)')}), 0)::text FROM gone")
+    count, total = cur.fetchone()
+    return int(count), int(total)
+
+
+ROW_HASH = "hashtextextended({}::text, 0)"  # as resources/databases/postgres_tables.fingerprint sums it
+MAX_INT = 1 << 64
+
+
+def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: ReplayPlan,
+          base_fingerprint: str | None = None) -> dict:
+    """Delete what the log removed, insert the final rows; returns how many rows went and came and, given the
+    loaded checkpoint's fingerprint, the fingerprint the table must now have (`expected_fingerprint`; None when
+    it cannot be told, with `unproven` saying why)."""
     by_name = {c["name"]: c for c in columns}
     cols = [by_name[name] for name in plan.columns]
     names = [quote_name(c["name"]) for c in cols]
-    done = {"deleted": 0, "inserted": 0}
+    done: dict = {"deleted": 0, "inserted": 0}
+    unproven = _unprovable(conn, columns, base_fingerprint)
+    removed = added = 0
     with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('lc_monetary')")
+        monetary = cur.fetchone()[0]
         cur.execute("SET LOCAL lc_monetary = 'C'")
         if plan.truncated:
-            cur.execute(f"DELETE FROM {target.sql}")
-            done["deleted"] = cur.rowcount
+            done["deleted"], removed = _removed(cur, f"DELETE FROM {target.sql} AS t")
         rows = [list(r) for r in plan.rows]
         staged = None
         if rows:
@@ -62,21 +86,46 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
         if plan.key and plan.delete_keys:
             keys = _stage(cur, [list(k) for k in plan.delete_keys], len(plan.key))
             match = " AND ".join(f"t.{names[k]} = {_cast(f'd.c{j}', cols[k])}" for j, k in enumerate(plan.key))
-            cur.execute(f"DELETE FROM {target.sql} AS t USING {keys} AS d WHERE {match}")
-            done["deleted"] += cur.rowcount
+            deleted, hashed = _removed(cur, f"DELETE FROM {target.sql} AS t USING {keys} AS d WHERE {match}")
+            done["deleted"], removed = done["deleted"] + deleted, removed + hashed
         elif plan.delete_rows:
             wanted = list(plan.delete_rows.items())
             gone = _stage(cur, [list(r) for r, _ in wanted], len(cols),
                           {"id": pa.array(range(len(wanted)), pa.int64()),
                            "copies": pa.array([n for _, n in wanted], pa.int64())})
-            same = " AND ".join(f"{_as_text('t.' + names[i])} IS NOT DISTINCT FROM d.c{i}" for i in range(len(cols)))
-            cur.execute(f"DELETE FROM {target.sql} WHERE ctid IN (SELECT x.ctid FROM (SELECT t.ctid, d.copies, "
-                        f"row_number() OVER (PARTITION BY d.id) AS nth FROM {target.sql} AS t JOIN {gone} AS d "
-                        f"ON {same}) AS x WHERE x.nth <= x.copies)")
-            done["deleted"] += cur.rowcount
+            same = " AND ".join(f"{_as_text('r.' + names[i])} IS NOT DISTINCT FROM d.c{i}" for i in range(len(cols)))
+            deleted, hashed = _removed(
+                cur, f"DELETE FROM {target.sql} AS t WHERE ctid IN (SELECT x.ctid FROM (SELECT r.ctid, d.copies, "
+                f"row_number() OVER (PARTITION BY d.id) AS nth FROM {target.sql} AS r JOIN {gone} AS d "
+                f"ON {same}) AS x WHERE x.nth <= x.copies)")
+            done["deleted"], removed = done["deleted"] + deleted, removed + hashed
         if staged is not None:
+            as_logged = "ROW(" + ", ".join(f"s.c{i}" for i in range(len(cols))) + ")"
+            cur.execute(f"SELECT coalesce(sum({ROW_HASH.format(as_logged)}), 0)::text FROM {staged} AS s")
+            added = int(cur.fetchone()[0])
             values = ", ".join(_cast(f"s.c{i}", c) for i, c in enumerate(cols))
             cur.execute(f"INSERT INTO {target.sql} ({', '.join(names)}) OVERRIDING SYSTEM VALUE "
                         f"SELECT {values} FROM {staged} AS s ORDER BY s.n")
             done["inserted"] = cur.rowcount
+        if unproven is None:
+            cur.execute(f"SELECT coalesce(sum({ROW_HASH.format('ROW(r.*)')}), 0)::text FROM {target.sql} AS r")
+            done["fingerprint"] = f"{int(cur.fetchone()[0]) % MAX_INT:016x}"
+            done["expected_fingerprint"] = f"{(int(base_fingerprint, 16) - removed + added) % MAX_INT:016x}"
+        else:
+            done["unproven"] = unproven
+        cur.execute("SELECT set_config('lc_monetary', $1, true)", parameters=[monetary])
     return done
+
+
+def _unprovable(conn: dbapi.Connection, columns: list[dict], base_fingerprint: str | None) -> str | None:
+    """Why the table's fingerprint after the replay cannot be told from the log (None: it can)."""
+    if base_fingerprint is None:
+        return "the checkpoint's rows were not all restored as it holds them (erased people)"
+    if any(c["travel"] == "generated" for c in columns):
+        return "generated columns are not in the change log"
+    if any(c["type"] == "money" for c in columns):
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('lc_monetary')")
+            if cur.fetchone()[0].lower() not in ("c", "posix", "c.utf-8", "c.utf8"):
+                return "money is written differently under this session's lc_monetary"
+    return None
