@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up capture bench-capture install env test lint validate demo drill bench clean migrate-lake doctor metrics
+.PHONY: up capture bench-capture install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
 METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
@@ -66,6 +66,11 @@ migrate-lake: install env  ## convert a lake written before Delta Lake (a _commi
 
 drill: install  ## DROP TABLE on a protected table and time the sensor-driven restore (ROWS, TABLE)
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)
+
+PG_DRILL_ROWS ?= 1000000
+CHANGES ?= 100000
+drill-postgres: install  ## the DROP drill on PostgreSQL with the change capture: 1M rows, CHANGES since the base
+	$(BIN)/python -m bench.pg_drill --rows $(PG_DRILL_ROWS) --changes $(CHANGES)
 
 bench-capture: install  ## continuous protection measured: tps with the capture off/on, RPO p50/p99, restore with replay vs full (bench/RESULTS-capture.md)
 	$(BIN)/python -m bench.capture $(ARGS)

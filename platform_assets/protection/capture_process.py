@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     capture = Capture(dsn, change_log_of(store), slot, flush_seconds=args.flush_seconds, keyring=keyring,
-                      say=lambda line: print(line, flush=True))
+                      tables=resolution.tables, say=lambda line: print(line, flush=True))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: capture.stop())
     capture.begin()  # before saying so: a checkpoint taken from now on meets the log

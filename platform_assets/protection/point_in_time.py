@@ -10,6 +10,8 @@ import json
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from resources.capture import change_log, postgres_replay
 from resources.capture.change_log import ChangeLogLocation, relation_name
 from resources.capture.pgoutput import lsn_text, parse_lsn
@@ -107,23 +109,28 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
                          "log (a fresh checkpoint is taken on its own)")
             cut = Cut(min(cut.lsn, gap["from_lsn"]), f"the last commit before the gap at {lsn_text(gap['from_lsn'])}")
             break
-    log = change_log.read(where, relation_name(ref.schema, ref.name), keyring=store.keyring()).to_pylist()
+    table = change_log.read(where, relation_name(ref.schema, ref.name), keyring=store.keyring())
+    log = change_log.replayable(table)
+
+    def committed(row: dict) -> str:
+        return table["commit_time"][row["at"]].as_py().isoformat()
+
     if (later := seen_beyond(log, snapshot, cut.lsn)) is not None:
         raise ReplayError(f"checkpoint {manifest['id']} already holds transaction {later['xid']} (committed "
-                          f"{later['commit_time']}), after {cut.why}: an older checkpoint is the base")
+                          f"{committed(later)}), after {cut.why}: an older checkpoint is the base")
     changes = after_checkpoint(log, snapshot, cut.lsn)
     restores = [c for c in changes if c["op"] == "R"]
     if restores:  # restored by Aegis since: the state it put in place, then what followed it
         last = restores[-1]
         note = json.loads(last["note"])
         if note.get("checkpoint") != manifest["id"]:
-            raise ReplayError(f"the table was restored by Aegis at {last['commit_time']} from checkpoint "
+            raise ReplayError(f"the table was restored by Aegis at {committed(last)} from checkpoint "
                               f"{note.get('checkpoint')}: restore to this moment from that checkpoint")
         through = note.get("through_lsn")
         earlier = after_checkpoint(log, snapshot, int(through)) if through is not None else []
         changes = [c for c in earlier if c["op"] != "R"] + [
             c for c in changes if c["lsn"] > last["lsn"] and c["xid"] != last["xid"]]
-    change_log.check(changes)
+    change_log.check(table.take(pa.array([c["at"] for c in changes], pa.int64())))
     columns = [c["name"] for c in source["columns"] if c["travel"] != "generated"]
     steps = plan(changes, columns)
     steps.notes = notes

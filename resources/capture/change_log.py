@@ -76,30 +76,61 @@ def columns_json(relation: Relation) -> str:
                       separators=(",", ":"))
 
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+NONE = "\x00"  # how a missing value or list is written in a change's canonical text
+DIGESTED = ("relation", "lsn", "commit_time", "xid", "seq", "op", "columns", "new", "unchanged", "old", "old_kind",
+            "note")
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.Array:
+    """Each value as text, NONE where null; a list's values joined by RS, each marked so that a null and an empty
+    text differ."""
+    text = pa.large_string()
+    column = column.combine_chunks()
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        values = pc.list_flatten(column).cast(text)
+        marked = pc.fill_null(pc.binary_join_element_wise(pa.scalar("=", text), values, pa.scalar("", text)),
+                              pa.scalar(NONE, text))
+        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+        offsets = pa.array([0, *lengths.cumsum()], pa.int64())
+        joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, marked), pa.scalar("\x1e", text))
+        return pc.if_else(pc.is_null(column), pa.scalar(NONE, text), joined)
+    return pc.fill_null(column.cast(text), pa.scalar(NONE, text))
+
+
+def digests(table: pa.Table) -> list[str]:
+    """The checksum of each change (rows of SCHEMA): where, when, which transaction, what and its values."""
+    if not table.num_rows:
+        return []
+    canonical = pc.binary_join_element_wise(*(_as_text(table[name]) for name in DIGESTED),
+                                            pa.scalar("\x1f", pa.large_string()))
+    return [hashlib.blake2b(text.encode(), digest_size=8).hexdigest() for text in canonical.to_pylist()]
 
 
 def digest(row: dict) -> str:
-    """The checksum of a change as the capture wrote it: where, when, which transaction, what and its values."""
-    micros = (row["commit_time"] - EPOCH) // dt.timedelta(microseconds=1)
-    said = [row["relation"], row["lsn"], micros, row["xid"], row["seq"], row["op"],
-            *(row.get(name) for name in ("columns", "new", "unchanged", "old", "old_kind", "note"))]
-    return hashlib.blake2b(json.dumps(said, separators=(",", ":")).encode(), digest_size=8).hexdigest()
+    """The checksum of one change (a dict of SCHEMA's fields)."""
+    return digests(pa.Table.from_pylist([row], schema=SCHEMA))[0]
 
 
-def stamp(rows: list[dict]) -> None:
-    """Give every unsealed change its checksum (in place); a sealed one is authenticated by its key instead."""
-    for row in rows:
-        row["digest"] = None if row.get("sealed") is not None else digest(row)
+def _stamped(table: pa.Table) -> pa.Table:
+    """Every unsealed change with its checksum; a sealed one is authenticated by its key instead."""
+    found = pa.array(digests(table), pa.string())
+    stamps = pc.if_else(pc.is_null(table["sealed"]), found, pa.scalar(None, pa.string())) if table.num_rows else found
+    return table.set_column(SCHEMA.get_field_index("digest"), "digest", stamps)
 
 
-def check(rows: list[dict]) -> None:
-    """Every change that carries a checksum still matches it (rows as read(), opened): else nothing is replayed."""
-    for row in rows:
-        if row.get("digest") is not None and digest(row) != row["digest"]:
-            raise ChangeLogError(f"the change of {row['relation']} at LSN {row['lsn']} (transaction {row['xid']}, "
-                                 f"change {row['seq']}) does not match its checksum: the change log was altered or "
-                                 "damaged, so nothing was replayed")
+def check(table: pa.Table) -> None:
+    """Every change that carries a checksum still matches it (rows of SCHEMA, opened): else nothing is replayed."""
+    if not table.num_rows:
+        return
+    found = pa.array(digests(table), pa.string())
+    wrong = pc.fill_null(pc.not_equal(found, table["digest"]), False)
+    if pc.any(wrong).as_py():
+        row = table.filter(wrong).slice(0, 1).to_pylist()[0]
+        raise ChangeLogError(f"the change of {row['relation']} at LSN {row['lsn']} (transaction {row['xid']}, "
+                             f"change {row['seq']}) does not match its checksum: the change log was altered or "
+                             "damaged, so nothing was replayed")
 
 
 def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
@@ -107,8 +138,7 @@ def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
     returns."""
     if not rows:
         return
-    stamp(rows)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = _stamped(pa.Table.from_pylist(rows, schema=SCHEMA))
     try:
         target = DeltaTable(loc.uri, storage_options=loc.storage_options)
     except TableNotFoundError:
@@ -171,6 +201,18 @@ def _newest(found: pa.Table) -> tuple[int, dt.datetime] | None:
         return None
     at = pc.index(found["lsn"], pc.max(found["lsn"])).as_py()
     return int(found["lsn"][at].as_py()), found["commit_time"][at].as_py()
+
+
+REPLAYED = ("lsn", "xid", "seq", "op", "columns", "new", "unchanged", "old", "note")
+
+
+def replayable(table: pa.Table) -> list[dict]:
+    """A relation's changes (as read()) as the replay folds them: only what it needs, each with its place `at` in
+    `table` (commit time, checksum and the rest stay there)."""
+    rows = table.select(list(REPLAYED)).to_pylist()
+    for at, row in enumerate(rows):
+        row["at"] = at
+    return rows
 
 
 def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
@@ -298,9 +340,9 @@ def erase_subject(lake: Lake, relation: str, subject_column: str, personal: tupl
         return 0
     if keyring is not None:
         seal(rows, keyring)
-    stamp(rows)
     held = set(log.file_uris(partition_filters=[("relation", "=", relation)]))
-    write_deltalake(log, pa.Table.from_pylist(rows, schema=SCHEMA), mode="overwrite", partition_by=["relation"],
+    write_deltalake(log, _stamped(pa.Table.from_pylist(rows, schema=SCHEMA)), mode="overwrite",
+                    partition_by=["relation"],
                     predicate=f"relation = '{relation.replace(chr(39), chr(39) * 2)}'",
                     storage_options=loc.storage_options)
     now = _open(loc)

@@ -28,6 +28,7 @@ from resources.capture.pgoutput import (
     UNCHANGED,
     Begin,
     Change,
+    Column,
     Commit,
     Message,
     Relation,
@@ -103,6 +104,29 @@ def _replica_identity(cur, ref: TableRef, oid: int) -> list[str]:
     return []
 
 
+def shapes_now(dsn: str, refs: Sequence[TableRef]) -> dict[str, str]:
+    """Each existing table's columns and replica identity as the catalog has them now, in the form the log keeps
+    a Relation message's (columns_json): the shape an ALTER is told apart from before the table's first change
+    reaches the capture. Dropped and generated columns are left out, as pgoutput leaves them out."""
+    found = {}
+    with psycopg2.connect(dsn, connect_timeout=10) as conn, conn.cursor() as cur:
+        for ref in refs:
+            cur.execute(
+                "SELECT n.nspname, c.relname, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
+                "c.relreplident = 'f' OR a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i "
+                "WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary "
+                "WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON "
+                "a.attrelid = c.oid WHERE c.oid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND a.attgenerated = '' ORDER BY a.attnum", (ref.sql,))
+            rows = cur.fetchall()
+            if rows:
+                columns = tuple(Column(name, int(oid), int(typmod), bool(key)) for *_, name, oid, typmod, key in rows)
+                relation = Relation(0, rows[0][0], rows[0][1], rows[0][2], columns)
+                found[relation_name(relation.schema, relation.name)] = columns_json(relation)
+    return found
+
+
 @dataclass
 class _Transaction:
     begin: Begin
@@ -121,6 +145,7 @@ class Capture:
     flush_seconds: float = 1.0
     say: Callable[[str], None] = print
     keyring: Keyring | None = None  # the checkpoint keyring: with a current key, every change's values are sealed
+    tables: Sequence[TableRef] = ()  # the protected tables (their shapes now: an ALTER before their first change)
     _relations: dict[int, Relation] = field(default_factory=dict)
     _shapes: dict[str, str] = field(default_factory=dict)  # schema.name -> the columns last announced
     _pending: list[dict] = field(default_factory=list)
@@ -177,7 +202,8 @@ class Capture:
     def begin(self) -> None:
         """Where the lake stands, and a slot that continues from there (or a recorded gap)."""
         self._durable = self._received = self._lake_position()
-        self._shapes = change_log.last_shapes(self.log)  # an ALTER while the capture was away is still an ALTER
+        # an ALTER while the capture was away is still an ALTER; so is one before a table's first change
+        self._shapes = {**shapes_now(self.dsn, self.tables), **change_log.last_shapes(self.log)}
         self.ensure_slot()
         self._started = True
 

@@ -2,11 +2,12 @@
 transaction, set-based: the log's values are staged as text and cast to each column's type by the server, the
 way checkpoints carry them; rows go by key (or, without a key, by whole row and number of copies).
 
-It also says what the database's own fingerprint of the table (the checkpoints' additive sum of
-`hashtextextended(ROW(r.*)::text)`) must be afterwards: the checkpoint's, less the rows the replay removed, plus
-the rows the change log says follow — hashed by the server from the log's own text (a record's text depends only
-on its values' text), never from what was inserted. A value that does not come back exactly as the log holds it,
-a row the replay removed or inserted too many or too few times, shows as a different fingerprint."""
+It also gives the database's own fingerprint of the table afterwards (the checkpoints' additive sum of
+`hashtextextended(ROW(r.*)::text)`): the loaded checkpoint's (verified against it), less the rows the DELETEs
+returned, plus the rows the INSERT returned — the table's own values, without a second pass over it — and what
+it must be: the same, but with the rows the change log says follow hashed by the server from the log's own text
+(a record's text depends only on its values' text). A value that does not come back exactly as the log holds
+it shows as a different fingerprint."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
     names = [quote_name(c["name"]) for c in cols]
     done: dict = {"deleted": 0, "inserted": 0}
     unproven = _unprovable(conn, columns, base_fingerprint)
-    removed = added = 0
+    removed = added = inserted = 0
     with conn.cursor() as cur:
         cur.execute("SELECT current_setting('lc_monetary')")
         monetary = cur.fetchone()[0]
@@ -104,13 +105,15 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
             cur.execute(f"SELECT coalesce(sum({ROW_HASH.format(as_logged)}), 0)::text FROM {staged} AS s")
             added = int(cur.fetchone()[0])
             values = ", ".join(_cast(f"s.c{i}", c) for i, c in enumerate(cols))
-            cur.execute(f"INSERT INTO {target.sql} ({', '.join(names)}) OVERRIDING SYSTEM VALUE "
-                        f"SELECT {values} FROM {staged} AS s ORDER BY s.n")
-            done["inserted"] = cur.rowcount
-        if unproven is None:
-            cur.execute(f"SELECT coalesce(sum({ROW_HASH.format('ROW(r.*)')}), 0)::text FROM {target.sql} AS r")
-            done["fingerprint"] = f"{int(cur.fetchone()[0]) % MAX_INT:016x}"
-            done["expected_fingerprint"] = f"{(int(base_fingerprint, 16) - removed + added) % MAX_INT:016x}"
+            cur.execute(f"WITH put AS (INSERT INTO {target.sql} AS t ({', '.join(names)}) OVERRIDING SYSTEM VALUE "
+                        f"SELECT {values} FROM {staged} AS s ORDER BY s.n RETURNING t.*) "
+                        f"SELECT count(*), coalesce(sum({ROW_HASH.format('ROW(put.*)')}), 0)::text FROM put")
+            count, total = cur.fetchone()
+            done["inserted"], inserted = int(count), int(total)
+        if unproven is None:  # the table is the verified checkpoint, less what went, plus what came
+            base = int(base_fingerprint, 16)
+            done["fingerprint"] = f"{(base - removed + inserted) % MAX_INT:016x}"
+            done["expected_fingerprint"] = f"{(base - removed + added) % MAX_INT:016x}"
         else:
             done["unproven"] = unproven
         cur.execute("SELECT set_config('lc_monetary', $1, true)", parameters=[monetary])
