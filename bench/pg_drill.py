@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["pgbench", "-i", "-s", str(max(1, args.rows // 100_000)), "-q", url], check=True,
                        capture_output=True)
         local_home(work)
-        env = embedded_env(work, 500, AEGIS_SOURCE_URL=url, AEGIS_PROTECTED_TABLES=TABLE)
+        # capture_watch ticks once (the first base, after the capture's first start) and not again for an hour:
+        # it would fold CHANGES into a new base within a minute, and the drill measures replaying them
+        env = embedded_env(work, 500, AEGIS_SOURCE_URL=url, AEGIS_PROTECTED_TABLES=TABLE,
+                           AEGIS_CAPTURE_WATCH_INTERVAL_SECONDS="3600")
         log = open(work / "capture.log", "w")  # noqa: SIM115 - the capture writes it while it lives
         capture = subprocess.Popen([sys.executable, "-m", "platform_assets.protection.capture_process"], env=env,
                                    cwd=work, stdout=log, stderr=subprocess.STDOUT)
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "# The DROP drill on PostgreSQL, with continuous protection", "",
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores; PostgreSQL "
         f"cluster of the drill's own (wal_level=logical), the lake on the local disk, the real webserver and "
-        f"daemon on the embedded defaults (sensor intervals as shipped). `make drill-postgres "
+        f"daemon on the embedded defaults (source_table_watch as shipped; capture_watch held off after the first base, "
+        f"so that the changes are not folded into a new base before the DROP). `make drill-postgres "
         f"PG_DRILL_ROWS={args.rows} "
         f"CHANGES={args.changes}`.", "",
         "| measure | value |", "|---|---|",

@@ -30,13 +30,15 @@ from platform_assets.protection.restore_config import RestoreConfig, moment
 from platform_assets.protection.restoring import RestoreFailedError, plan_restore, restore
 from platform_assets.protection.rewind import rewind_job
 from platform_assets.security.erasure import forget_customer
+from platform_assets.security.key_rotation import rekey_checkpoints, retire_checkpoint_key
 from resources import CheckpointStore, Lake, RecoveryPolicy, SourceDatabase, Warehouse
-from resources.capture import change_log
+from resources.capture import change_log, change_log_rewrites
 from resources.capture.change_log import ChangeLogError
 from resources.capture.health import CHANGE_LOG, RPO_CHECK
 from resources.capture.pgoutput import parse_lsn
 from resources.capture.postgres_capture import slot_name
 from resources.capture.timeline import moments_name
+from resources.checkpoints.format import key_id
 from resources.databases.postgres_tables import SchemaDumpError, dump_schema
 from resources.databases.table_refs import TableRef
 from sensors.capture_watch import build_capture_watch, folds, fresh_checkpoints, relations, timelines
@@ -518,7 +520,7 @@ def test_a_lost_slot_is_a_gap_that_no_restore_crosses_silently(platform):
     dropped_and_restored(db, store, capture.url, ["hist"])
 
 
-def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tmp_path):
+def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tmp_path, monkeypatch):
     cluster_url, _, _ = source
     url = cluster_url.rsplit("/", 1)[0] + "/sealed"
     psql(cluster_url, "CREATE DATABASE sealed")
@@ -541,6 +543,27 @@ def test_with_a_checkpoint_key_the_change_log_holds_no_value_in_clear(source, tm
         with pytest.raises(ChangeLogError, match="encrypted with key"):
             replay_plan(other, store.newest_manifest("notes"), cut_for(store, db, [TableRef("public", "notes")]))
         restore_dropped(db, store, ["notes"])
+        assert truth(url, "notes") == before
+        capture.kill()
+        # the ring rotated: rekey_checkpoints seals the log's changes again under the new key, and the old key
+        # may then leave the ring; a restore replays the log with the new key alone
+        monkeypatch.setenv("AEGIS_CHECKPOINT_KEYS", f"k1={key}, k2*={'c' * 64}")
+        ring_store = CheckpointStore(lake=store.lake)
+        old_id = key_id(bytes.fromhex(key))
+        assert sum(change_log_rewrites.sealed_with(store.lake, old_id).values()) > 0
+        assert rekey_checkpoints.execute_in_process(resources={"checkpoints": ring_store}).success
+        assert change_log_rewrites.sealed_with(store.lake, old_id) == {}
+        retired = retire_checkpoint_key.execute_in_process(
+            resources={"checkpoints": ring_store}, run_config={"ops": {"check_retirement": {"config": {"key": "k1"}}}})
+        assert retired.success
+        monkeypatch.setenv("AEGIS_CHECKPOINT_KEYS", f"k2*={'c' * 64}")
+        capture.env.pop("AEGIS_CHECKPOINT_KEY")
+        capture.env["AEGIS_CHECKPOINT_KEYS"] = f"k2*={'c' * 64}"
+        capture.start()
+        psql(url, "UPDATE notes SET body = 'SECRET-3' WHERE id = 2")
+        before = truth(url, "notes")
+        psql(url, "DROP TABLE notes")
+        restore_dropped(db, CheckpointStore(lake=store.lake), ["notes"])
         assert truth(url, "notes") == before
     finally:
         capture.kill()

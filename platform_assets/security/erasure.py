@@ -19,7 +19,8 @@ import uuid
 import dagster as dg
 
 from resources import CheckpointStore, Lake, SourceDatabase, Warehouse
-from resources.capture.change_log import erase_subject, relation_name
+from resources.capture.change_log import relation_name
+from resources.capture.change_log_rewrites import erase_subject
 from resources.checkpoints.subject_keys import SubjectKeys
 from resources.lake.delta_erasure import erase_rows
 from resources.subjects import subject_tables

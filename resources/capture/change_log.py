@@ -113,7 +113,7 @@ def digest(row: dict) -> str:
     return digests(pa.Table.from_pylist([row], schema=SCHEMA))[0]
 
 
-def _stamped(table: pa.Table) -> pa.Table:
+def stamped(table: pa.Table) -> pa.Table:
     """Every unsealed change with its checksum; a sealed one is authenticated by its key instead."""
     found = pa.array(digests(table), pa.string())
     stamps = pc.if_else(pc.is_null(table["sealed"]), found, pa.scalar(None, pa.string())) if table.num_rows else found
@@ -138,7 +138,7 @@ def append(loc: ChangeLogLocation, rows: list[dict]) -> None:
     returns."""
     if not rows:
         return
-    table = _stamped(pa.Table.from_pylist(rows, schema=SCHEMA))
+    table = stamped(pa.Table.from_pylist(rows, schema=SCHEMA))
     try:
         target = DeltaTable(loc.uri, storage_options=loc.storage_options)
     except TableNotFoundError:
@@ -180,16 +180,16 @@ def _opened(table: pa.Table, keyring: Keyring | None) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def _open(loc: ChangeLogLocation) -> DeltaTable | None:
+def delta_table(loc: ChangeLogLocation) -> DeltaTable | None:
     try:
         return DeltaTable(loc.uri, storage_options=loc.storage_options)
     except TableNotFoundError:
         return None
 
 
-def _scan(loc: ChangeLogLocation, columns: list[str] | None, filters: list[tuple]) -> pa.Table:
+def scan(loc: ChangeLogLocation, columns: list[str] | None, filters: list[tuple]) -> pa.Table:
     """The log's rows that pass `filters` (only `columns`); empty before the capture wrote anything."""
-    log = _open(loc)
+    log = delta_table(loc)
     if log is None:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     return log.to_pyarrow_table(columns=columns, filters=filters)
@@ -223,7 +223,7 @@ def read(loc: ChangeLogLocation, relation: str, after_lsn: int | None = None,
         filters.append(("lsn", ">", after_lsn))
     if through_lsn is not None:
         filters.append(("lsn", "<=", through_lsn))
-    table = _scan(loc, None, filters)
+    table = scan(loc, None, filters)
     table = _conformed(table) if table.num_rows else SCHEMA.empty_table()
     return _opened(table, keyring).sort_by([("lsn", "ascending"), ("seq", "ascending")])
 
@@ -237,18 +237,18 @@ def _conformed(table: pa.Table) -> pa.Table:
 
 def position(loc: ChangeLogLocation) -> tuple[int, str] | None:
     """(LSN, when) up to which every committed transaction is in the lake, or None before the first flush."""
-    newest = _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]))
+    newest = _newest(scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]))
     return None if newest is None else (newest[0], newest[1].isoformat())
 
 
 def transaction(loc: ChangeLogLocation, relations: list[str], xid: int) -> tuple[int, dt.datetime] | None:
     """(commit LSN, commit time) of the newest transaction `xid` that touched any of `relations`."""
-    return _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "in", relations), ("xid", "=", xid)]))
+    return _newest(scan(loc, ["lsn", "commit_time"], [("relation", "in", relations), ("xid", "=", xid)]))
 
 
 def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | None:
     """The LSN of the last commit at or before `as_of` that touched any of `relations` (None: none did)."""
-    newest = _newest(_scan(loc, ["lsn", "commit_time"], [("relation", "in", relations),
+    newest = _newest(scan(loc, ["lsn", "commit_time"], [("relation", "in", relations),
                                                           ("commit_time", "<=", as_of)]))
     return None if newest is None else newest[0]
 
@@ -256,7 +256,7 @@ def commit_lsn_at(loc: ChangeLogLocation, relations: list[str], as_of) -> int | 
 def events(loc: ChangeLogLocation, after_lsn: int = 0) -> list[dict]:
     """Gaps and ALTERs after `after_lsn`, oldest first: {kind: gap|altered, lsn, at, relation (None: every
     table), why}."""
-    found = _scan(loc, ["relation", "lsn", "commit_time", "note"],
+    found = scan(loc, ["relation", "lsn", "commit_time", "note"],
                   [("relation", "in", [GAP, ALTERED]), ("lsn", ">", after_lsn)]).to_pylist()
     said = []
     for row in found:
@@ -269,20 +269,20 @@ def events(loc: ChangeLogLocation, after_lsn: int = 0) -> list[dict]:
 
 def gaps(loc: ChangeLogLocation) -> list[dict]:
     """Every stretch of WAL the log does not hold: {from_lsn, to_lsn, at, why}, oldest first."""
-    found = _scan(loc, ["commit_time", "note"], [("relation", "=", GAP)]).to_pylist()
+    found = scan(loc, ["commit_time", "note"], [("relation", "=", GAP)]).to_pylist()
     return sorted(({**json.loads(r["note"]), "at": r["commit_time"]} for r in found), key=lambda g: g["to_lsn"])
 
 
 def activity(loc: ChangeLogLocation, relations: list[str], since: dt.datetime) -> pa.Table:
     """The changes of `relations` committed since `since`: relation, lsn, commit_time, xid and op, one row per
     change (what the timeline and the shrink alert summarise)."""
-    return _scan(loc, ["relation", "lsn", "commit_time", "xid", "op"],
+    return scan(loc, ["relation", "lsn", "commit_time", "xid", "op"],
                  [("relation", "in", relations), ("commit_time", ">=", since)])
 
 
 def last_shapes(loc: ChangeLogLocation) -> dict[str, str]:
     """Each relation's columns as the log last recorded them (what an ALTER is told apart from after a restart)."""
-    found = _scan(loc, ["relation", "lsn", "columns"], [("columns", "!=", "")]).sort_by("lsn")
+    found = scan(loc, ["relation", "lsn", "columns"], [("columns", "!=", "")]).sort_by("lsn")
     found = found.filter(pc.invert(pc.starts_with(found["relation"], "_")))
     last = found.group_by("relation", use_threads=False).aggregate([("columns", "last")])
     return dict(zip(last["relation"].to_pylist(), last["columns_last"].to_pylist(), strict=True))
@@ -290,7 +290,7 @@ def last_shapes(loc: ChangeLogLocation) -> dict[str, str]:
 
 def positions(loc: ChangeLogLocation) -> pa.Table:
     """Every flush the capture recorded (lsn, the time it began), in LSN order (make bench-capture's RPO)."""
-    return _scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]).sort_by("lsn")
+    return scan(loc, ["lsn", "commit_time"], [("relation", "=", POSITION)]).sort_by("lsn")
 
 
 def largest_transactions(changes: pa.Table, limit: int = 10) -> list[dict]:
@@ -307,44 +307,3 @@ def largest_transactions(changes: pa.Table, limit: int = 10) -> list[dict]:
             entry[row["op"]] += row["count_all"]
     ranked = sorted(found.values(), key=lambda e: (e["I"] + e["U"] + e["D"] + e["T"], e["lsn"]), reverse=True)
     return [e for e in ranked if e["I"] + e["U"] + e["D"] + e["T"]][:limit]
-
-
-def erase_subject(lake: Lake, relation: str, subject_column: str, personal: tuple[str, ...], subject: str,
-                  keyring: Keyring | None) -> int:
-    """Blank one person's personal values in every change of `relation` (new and old rows whose subject column is
-    `subject`), the partition rewritten in one commit and exactly the files it replaced deleted — so no earlier
-    version holds them. A replay then restores that person without their personal values, as a checkpoint whose
-    person key was destroyed does. Returns the changes touched."""
-    loc = location(lake)
-    log = _open(loc)
-    if log is None:
-        return 0
-    rows = read(loc, relation, keyring=keyring).to_pylist()
-    touched = 0
-    for row in rows:
-        if not row["columns"]:
-            continue
-        names = [c[0] for c in json.loads(row["columns"])["columns"]]
-        if subject_column not in names:
-            continue
-        at, blank = names.index(subject_column), [names.index(c) for c in personal if c in names]
-        hit = False
-        for side in ("new", "old"):
-            values = row[side]
-            if values is not None and values[at] == subject:
-                for i in blank:
-                    values[i] = None
-                hit = True
-        touched += hit
-    if not touched:
-        return 0
-    if keyring is not None:
-        seal(rows, keyring)
-    held = set(log.file_uris(partition_filters=[("relation", "=", relation)]))
-    write_deltalake(log, _stamped(pa.Table.from_pylist(rows, schema=SCHEMA)), mode="overwrite",
-                    partition_by=["relation"],
-                    predicate=f"relation = '{relation.replace(chr(39), chr(39) * 2)}'",
-                    storage_options=loc.storage_options)
-    now = _open(loc)
-    lake.delete_files(held - set(now.file_uris(partition_filters=[("relation", "=", relation)])))
-    return touched
