@@ -82,17 +82,20 @@ class Message:
     content: bytes
 
 
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
 @dataclass
 class _Reader:
     data: bytes
     at: int = field(default=0)
 
     def take(self, fmt: str):
-        size = struct.calcsize(fmt)
-        if self.at + size > len(self.data):
+        layout = _STRUCTS.get(fmt) or _STRUCTS.setdefault(fmt, struct.Struct(fmt))
+        if self.at + layout.size > len(self.data):
             raise DecodingError("message ends before its fields do")
-        values = struct.unpack_from(fmt, self.data, self.at)
-        self.at += size
+        values = layout.unpack_from(self.data, self.at)
+        self.at += layout.size
         return values[0] if len(values) == 1 else values
 
     def string(self) -> str:
@@ -115,26 +118,52 @@ def _time(micros: int) -> datetime:
     return POSTGRES_EPOCH + timedelta(microseconds=micros)
 
 
+_LENGTH = struct.Struct("!i")
+
+
 def _tuple(reader: _Reader) -> tuple:
+    """A row's values (the hot path: one call per change, so it reads the buffer directly)."""
+    data, at = reader.data, reader.at
+    if at + 2 > len(data):
+        raise DecodingError("message ends before its fields do")
+    count = int.from_bytes(data[at:at + 2], "big", signed=True)
+    at += 2
     values = []
-    for _ in range(reader.take("!h")):
-        kind = reader.take("!c")
-        if kind == b"n":
+    for _ in range(count):
+        kind = data[at:at + 1]
+        at += 1
+        if kind == b"t":
+            if at + 4 > len(data):
+                raise DecodingError("message ends before its fields do")
+            size = _LENGTH.unpack_from(data, at)[0]
+            at += 4
+            if size < 0 or at + size > len(data):
+                raise DecodingError("value longer than its message")
+            values.append(data[at:at + size].decode("utf-8"))
+            at += size
+        elif kind == b"n":
             values.append(None)
         elif kind == b"u":
             values.append(UNCHANGED)
-        elif kind == b"t":
-            values.append(reader.raw(reader.take("!i")).decode("utf-8"))
+        elif not kind:
+            raise DecodingError("message ends before its fields do")
         else:
             raise DecodingError(f"a column value of kind {kind!r} (binary values are not asked for)")
+    reader.at = at
     return tuple(values)
 
 
 def decode(payload: bytes):
     """One pgoutput message as a Begin, Commit, Relation, Change, Truncate or Message; None for the kinds that
     carry nothing a change log keeps (origin, type)."""
-    reader = _Reader(bytes(payload))
-    kind = reader.take("!c")
+    reader = _Reader(payload if isinstance(payload, bytes) else bytes(payload))
+    kind = payload[:1]
+    reader.at = 1
+    if kind == b"I":  # the most frequent first
+        relation = reader.take("!I")
+        if reader.take("!c") != b"N":
+            raise DecodingError("an insert without its new row")
+        return Change("I", relation, new=_tuple(reader))
     if kind == b"B":
         final_lsn, micros, xid = reader.take("!qqI")
         return Begin(final_lsn, _time(micros), xid)
@@ -152,11 +181,6 @@ def decode(payload: bytes):
             type_oid, typmod = reader.take("!Ii")
             columns.append(Column(column_name, type_oid, typmod, bool(flags & 1)))
         return Relation(oid, schema, name, identity, tuple(columns))
-    if kind == b"I":
-        relation = reader.take("!I")
-        if reader.take("!c") != b"N":
-            raise DecodingError("an insert without its new row")
-        return Change("I", relation, new=_tuple(reader))
     if kind == b"U":
         relation = reader.take("!I")
         marker = reader.take("!c")
