@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up capture bench-capture install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
+.PHONY: up capture bench-capture bench-schemas install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
 METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
@@ -68,6 +68,10 @@ drill: install  ## DROP TABLE on a protected table and time the sensor-driven re
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)
 
 PG_DRILL_ROWS ?= 1000000
+SCALE ?= 10
+bench-schemas: install  ## Aegis vs pg_dump/pg_restore (-j2) on pgbench's schema, one group, through Dagster (SCALE)
+	$(BIN)/python -m bench.pg_schemas --scale $(SCALE)
+
 CHANGES ?= 100000
 drill-postgres: install  ## the DROP drill on PostgreSQL with the change capture: 1M rows, CHANGES since the base
 	$(BIN)/python -m bench.pg_drill --rows $(PG_DRILL_ROWS) --changes $(CHANGES)

@@ -118,9 +118,10 @@ def checkpoint_assets(group: ConsistencyGroup) -> dg.AssetsDefinition:
                                     + "; the next checkpoint takes it, and source_table_watch restores what is lost")
                 return
             raise
+        catalogue = source_db.catalogue()  # once for the group: where tables set aside by restores are found
         for ref in refs:
             yield from _kept_in_order(context, config, source_db, checkpoints, recovery_policy, ref,
-                                      manifests[ref.id], clock["seconds"])
+                                      manifests[ref.id], clock["seconds"], catalogue)
 
     return _assets
 
@@ -173,7 +174,7 @@ def _present(context: dg.AssetExecutionContext, source_db: SourceDatabase, check
 
 def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, source_db: SourceDatabase,
                    checkpoints: CheckpointStore, recovery_policy: RecoveryPolicy, ref: TableRef, manifest: dict,
-                   seconds: float):
+                   seconds: float, catalogue: tuple):
     """After a checkpoint of `ref` is written: retention, the restore job's partitions, crashed writes, tables
     set aside long ago; then the materialisation and the verification of what was written."""
     table, key = ref.id, dg.AssetKey(["checkpoints", *ref.key_path])
@@ -184,7 +185,7 @@ def _kept_in_order(context: dg.AssetExecutionContext, config: CheckpointConfig, 
     if orphans:
         context.log.warning(f"{len(orphans)} unfinished checkpoint(s) of {table} left by crashed writes"
                             + (" were deleted" if config.collect_garbage else ": run with collect_garbage"))
-    dropped, kept_aside = _expire_replaced_tables(context, source_db, ref, recovery_policy)
+    dropped, kept_aside = _expire_replaced_tables(context, source_db, ref, recovery_policy, catalogue)
     context.log.info(f"checkpoint {manifest['id']} of {table}: {manifest['rows']} rows")
     yield dg.MaterializeResult(asset_key=key, metadata={
         "checkpoint_id": dg.MetadataValue.text(manifest["id"]),
@@ -254,9 +255,10 @@ def _schema_objects(source: dict) -> int:
 
 
 def _expire_replaced_tables(context: dg.AssetExecutionContext, source_db: SourceDatabase, ref: TableRef,
-                            policy: RecoveryPolicy) -> tuple[list[str], list[str]]:
-    """Drop the tables restores set aside from `ref` longer ago than the policy keeps them."""
-    existing, default = source_db.catalogue()
+                            policy: RecoveryPolicy, catalogue: tuple) -> tuple[list[str], list[str]]:
+    """Drop the tables restores set aside from `ref` longer ago than the policy keeps them (`catalogue`: the
+    source's tables and default schema, as source_db.catalogue() gives them)."""
+    existing, default = catalogue
     tables = {name for schema, name in existing if schema == (ref.schema or default)}
     prefix = safe_component(ref.name)
     keep = dt.timedelta(days=policy.keep_replaced_days)
