@@ -17,6 +17,7 @@ from resources.capture.change_log import ChangeLogLocation, relation_name
 from resources.capture.pgoutput import lsn_text, parse_lsn
 from resources.capture.postgres_capture import PUBLICATION, RESTORE_PREFIX
 from resources.capture.replay import ReplayError, ReplayPlan, Snapshot, after_checkpoint, plan, seen_beyond
+from resources.capture.replay_arrow import plan_columnwise
 from resources.checkpoints.store import CheckpointStore
 from resources.databases.source_database import SourceDatabase
 from resources.databases.table_refs import TableRef, quote_name
@@ -110,6 +111,13 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
             cut = Cut(min(cut.lsn, gap["from_lsn"]), f"the last commit before the gap at {lsn_text(gap['from_lsn'])}")
             break
     table = change_log.read(where, relation_name(ref.schema, ref.name), keyring=store.keyring())
+    columns = [c["name"] for c in source["columns"] if c["travel"] != "generated"]
+    columnwise = plan_columnwise(table, snapshot, cut.lsn, columns)
+    if columnwise is not None:  # the common case, without a Python object per value
+        steps, changes = columnwise
+        change_log.check(changes)
+        steps.notes = notes
+        return steps
     log = change_log.replayable(table)
 
     def committed(row: dict) -> str:
@@ -131,7 +139,6 @@ def replay_plan(store: CheckpointStore, manifest: dict, cut: Cut) -> ReplayPlan:
         changes = [c for c in earlier if c["op"] != "R"] + [
             c for c in changes if c["lsn"] > last["lsn"] and c["xid"] != last["xid"]]
     change_log.check(table.take(pa.array([c["at"] for c in changes], pa.int64())))
-    columns = [c["name"] for c in source["columns"] if c["travel"] != "generated"]
     steps = plan(changes, columns)
     steps.notes = notes
     return steps

@@ -29,9 +29,13 @@ def _as_text(value_sql: str) -> str:
 
 
 def _stage(cur: dbapi.Cursor, rows: list[list], width: int, extra: dict[str, pa.Array] | None = None) -> str:
-    name = f"aegis_replay_{secrets.token_hex(4)}"
     arrays = {f"c{i}": pa.array([r[i] for r in rows], pa.large_string()) for i in range(width)}
-    cur.adbc_ingest(name, pa.table({**arrays, **(extra or {})}), mode="create", temporary=True)
+    return _staged(cur, pa.table({**arrays, **(extra or {})}))
+
+
+def _staged(cur: dbapi.Cursor, table: pa.Table) -> str:
+    name = f"aegis_replay_{secrets.token_hex(4)}"
+    cur.adbc_ingest(name, table, mode="create", temporary=True)
     return f"pg_temp.{quote_name(name)}"
 
 
@@ -66,7 +70,10 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
             done["deleted"], removed = _removed(cur, f"DELETE FROM {target.sql} AS t")
         rows = [list(r) for r in plan.rows]
         staged = None
-        if rows:
+        if plan.arrow_rows is not None:  # replay_arrow: no value comes from the checkpoint
+            table = plan.arrow_rows
+            staged = _staged(cur, table.append_column("n", pa.array(range(table.num_rows), pa.int64())))
+        elif rows:
             base_from = [r for r, o in zip(rows, plan.origins, strict=True) if o is not None]
             origins = [list(o) if o is not None else [None] * len(plan.key) for o in plan.origins]
             extra = {"n": pa.array(range(len(rows)), pa.int64()),
@@ -84,8 +91,9 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
                     raise ReplayError(f"{target.label}: {len(base_from) - cur.rowcount} updated row(s) in the change "
                                       "log kept values of a row the checkpoint does not hold: the log and the "
                                       "checkpoint do not meet")
-        if plan.key and plan.delete_keys:
-            keys = _stage(cur, [list(k) for k in plan.delete_keys], len(plan.key))
+        if plan.key and (plan.delete_keys or plan.arrow_delete_keys is not None):
+            keys = (_staged(cur, plan.arrow_delete_keys) if plan.arrow_delete_keys is not None
+                    else _stage(cur, [list(k) for k in plan.delete_keys], len(plan.key)))
             match = " AND ".join(f"t.{names[k]} = {_cast(f'd.c{j}', cols[k])}" for j, k in enumerate(plan.key))
             deleted, hashed = _removed(cur, f"DELETE FROM {target.sql} AS t USING {keys} AS d WHERE {match}")
             done["deleted"], removed = done["deleted"] + deleted, removed + hashed

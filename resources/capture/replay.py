@@ -67,6 +67,8 @@ class ReplayPlan:
     changes: int = 0
     last_lsn: int | None = None
     notes: list[str] = field(default_factory=list)  # what the restore should say (a gap it stopped at)
+    arrow_rows: object = None  # replay_arrow: the final rows as a table of text columns c0… (instead of `rows`)
+    arrow_delete_keys: object = None  # replay_arrow: every touched key as a table k… (instead of `delete_keys`)
 
 
 def after_checkpoint(log: list[dict], snapshot: Snapshot, through_lsn: int) -> list[dict]:
