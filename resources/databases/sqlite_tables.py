@@ -169,8 +169,20 @@ def insert_rows(conn: sqlite3.Connection, target_sql: str, cols: list[dict], rea
             if column["travel"] == "mixed":
                 lists.extend(_tagged(array))
             else:
-                lists.append(array.to_pylist())
+                lists.append(_python_values(array))
         conn.executemany(sql, zip(*lists, strict=True))
+
+
+def _python_values(array: pa.Array) -> list:
+    """The values as Python objects, the fast way where it is exact: through NumPy for numbers without nulls and
+    for text and blobs (None stays None); Arrow's own conversion otherwise (numbers with nulls)."""
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+            or pa.types.is_large_binary(kind):
+        return array.to_numpy(zero_copy_only=False).tolist()
+    if (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and array.null_count == 0:
+        return array.to_numpy().tolist()
+    return array.to_pylist()
 
 
 def _tagged(array: pa.StructArray) -> tuple[list, list]:
