@@ -70,12 +70,13 @@ def columns(conn: sqlite3.Connection, ref: TableRef, table_sql: str) -> list[dic
     cols = [{"name": as_text(n), "type": as_text(t), "pk": pk, "generated": hidden in (2, 3)}
             for n, t, pk, hidden in info]
     carried = [c for c in cols if not c["generated"]]
-    if carried:
-        sums = ", ".join(f"sum(typeof({quote_name(c['name'])}) = '{k}')" for c in carried for k in CLASSES)
-        census = conn.execute(f"SELECT {sums} FROM {ref.sql}").fetchone()
-        for i, column in enumerate(carried):
-            present = [k for k, n in zip(CLASSES, census[4 * i:4 * i + 4], strict=True) if n]
-            column["classes"] = present
+    if carried:  # one pass, one CASE per value: the classes present in a column as a bit mask
+        bits = " ".join(f"WHEN '{k}' THEN {1 << i}" for i, k in enumerate(CLASSES))
+        masks = ", ".join(f"coalesce(sum(DISTINCT CASE typeof({quote_name(c['name'])}) {bits} END), 0)"
+                          for c in carried)
+        census = conn.execute(f"SELECT {masks} FROM {ref.sql}").fetchone()
+        for column, mask in zip(carried, census, strict=True):
+            column["classes"] = [k for i, k in enumerate(CLASSES) if int(mask) & (1 << i)]
     for column in cols:
         column["travel"] = ("generated" if column["generated"] else "mixed" if len(column["classes"]) > 1
                             else (column["classes"] or ["integer"])[0])
