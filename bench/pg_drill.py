@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.dagster_server import ROOT, dagster_server, embedded_env, local_home
+from bench.pg_tools import psql
 from resources import CheckpointStore, Lake
 from resources.capture import change_log
 from resources.capture.pgoutput import parse_lsn
@@ -30,10 +31,6 @@ from tests.pg_cluster import PgCluster, server_bindir
 
 TABLE = "pgbench_accounts"
 
-
-def psql(url: str, sql: str) -> str:
-    return subprocess.run(["psql", "-X", "-q", "-At", "-d", url, "-c", sql], check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def truth(url: str) -> str:

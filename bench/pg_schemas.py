@@ -21,11 +21,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import dagster as dg
 
+from bench.pg_tools import psql, timed
 from platform_assets.protection.checkpoints import checkpoint_assets
 from platform_assets.protection.protected import resolve
 from platform_assets.protection.recovery import recovery_assets
@@ -36,10 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = ["pgbench_branches", "pgbench_tellers", "pgbench_accounts", "pgbench_history"]
 
 
-def psql(url: str, sql: str) -> str:
-    return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
 
 def truth(url: str) -> str:
     return psql(url, " UNION ALL ".join(f"SELECT '{t}', count(*), sum(hashtextextended(t::text, 0)) FROM {t} t"
@@ -49,11 +45,6 @@ def truth(url: str) -> str:
 def drop(url: str) -> None:
     psql(url, f"DROP TABLE IF EXISTS {', '.join(TABLES)} CASCADE")
 
-
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def run(command: list[str]) -> None:

@@ -146,7 +146,7 @@ class Capture:
     say: Callable[[str], None] = print
     keyring: Keyring | None = None  # the checkpoint keyring: with a current key, every change's values are sealed
     tables: Sequence[TableRef] = ()  # the protected tables (their shapes now: an ALTER before their first change)
-    _relations: dict[int, tuple[Relation, str, str]] = field(default_factory=dict)  # oid: relation, name, shape
+    _relations: dict[int, tuple[str, str]] = field(default_factory=dict)  # oid: schema.name, shape as announced
     _shapes: dict[str, str] = field(default_factory=dict)  # schema.name -> the columns last announced
     _pending: list[dict] = field(default_factory=list)
     _open: _Transaction | None = None
@@ -252,7 +252,7 @@ class Capture:
             self._open = _Transaction(message)
         elif isinstance(message, Relation):
             name, shape = relation_name(message.schema, message.name), columns_json(message)
-            self._relations[message.oid] = (message, name, shape)
+            self._relations[message.oid] = (name, shape)
             if self._shapes.get(name, shape) != shape and self._open is not None:
                 self._open.rows.append({"relation": ALTERED, "op": "S", "columns": shape, "note": json.dumps(
                     {"relation": name, "before": json.loads(self._shapes[name])})})
@@ -277,7 +277,7 @@ class Capture:
             self._received = max(self._received, message.end_lsn)
 
     def _row(self, oid: int, op: str, new=None, old=None, old_kind=None) -> None:
-        _, name, shape = self._relations[oid]  # the shape as announced, serialised once per Relation message
+        name, shape = self._relations[oid]  # serialised once per Relation message, not once per change
         unchanged = [i for i, v in enumerate(new) if v is UNCHANGED] if new is not None and UNCHANGED in new else None
         self._open.rows.append({
             "relation": name, "op": op, "columns": shape,

@@ -60,11 +60,11 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
     cols = [by_name[name] for name in plan.columns]
     names = [quote_name(c["name"]) for c in cols]
     done: dict = {"deleted": 0, "inserted": 0}
-    unproven = _unprovable(conn, columns, base_fingerprint)
     removed = added = inserted = 0
     with conn.cursor() as cur:
         cur.execute("SELECT current_setting('lc_monetary')")
         monetary = cur.fetchone()[0]
+        unproven = _unprovable(columns, base_fingerprint, monetary)
         cur.execute("SET LOCAL lc_monetary = 'C'")
         if plan.truncated:
             done["deleted"], removed = _removed(cur, f"DELETE FROM {target.sql} AS t")
@@ -128,15 +128,13 @@ def apply(conn: dbapi.Connection, target: TableRef, columns: list[dict], plan: R
     return done
 
 
-def _unprovable(conn: dbapi.Connection, columns: list[dict], base_fingerprint: str | None) -> str | None:
-    """Why the table's fingerprint after the replay cannot be told from the log (None: it can)."""
+def _unprovable(columns: list[dict], base_fingerprint: str | None, monetary: str) -> str | None:
+    """Why the table's fingerprint after the replay cannot be told from the log (None: it can); `monetary`: the
+    session's lc_monetary."""
     if base_fingerprint is None:
         return "the checkpoint's rows were not all restored as it holds them (erased people)"
     if any(c["travel"] == "generated" for c in columns):
         return "generated columns are not in the change log"
-    if any(c["type"] == "money" for c in columns):
-        with conn.cursor() as cur:
-            cur.execute("SELECT current_setting('lc_monetary')")
-            if cur.fetchone()[0].lower() not in ("c", "posix", "c.utf-8", "c.utf8"):
-                return "money is written differently under this session's lc_monetary"
+    if any(c["type"] == "money" for c in columns) and monetary.lower() not in ("c", "posix", "c.utf-8", "c.utf8"):
+        return f"money is written differently under this session's lc_monetary ({monetary})"
     return None

@@ -101,14 +101,14 @@ def plan(changes: list[dict], base_columns: list[str]) -> ReplayPlan:
     if any(c["op"] == "R" for c in changes):
         raise ReplayError("a restore by Aegis lies inside the replayed range: replay from the state it put in place")
     described = [c for c in changes if c["columns"]]
-    columns, key = _shape(described, base_columns)
+    columns, key = log_shape(described, base_columns)
     result = ReplayPlan(columns=columns, key=key)
     state: dict[tuple, list | None] = {}
     origin: dict[tuple, tuple | None] = {}
     multiset: Counter = Counter()
     for change in changes:
         if change["op"] == "S":
-            continue  # the columns it announces are checked by _shape
+            continue  # the columns it announces are checked by log_shape
         result.changes += 1
         result.last_lsn = change["lsn"]
         op = change["op"]
@@ -168,7 +168,7 @@ def plan(changes: list[dict], base_columns: list[str]) -> ReplayPlan:
     return result
 
 
-def _shape(described: list[dict], base_columns: list[str]) -> tuple[list[str], list[int]]:
+def log_shape(described: list[dict], base_columns: list[str]) -> tuple[list[str], list[int]]:
     """The columns and key the log's rows have; a relation that changed shape since the checkpoint is refused
     by name (a fresh checkpoint follows a schema change)."""
     if not described:

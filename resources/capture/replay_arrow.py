@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from resources.capture.replay import LONG_AGO, ReplayPlan, Snapshot, _shape
+from resources.capture.replay import LONG_AGO, ReplayPlan, Snapshot, log_shape
 
 _WRAP = 0xFFFFFFFF
 _HALF = 0x80000000
@@ -51,7 +51,7 @@ def plan_columnwise(log: pa.Table, snapshot: Snapshot, through_lsn: int, base_co
         return None  # a key moved (or the whole old row is sent): the fold follows each row
     shapes = [s for s in pc.unique(changes["columns"]).to_pylist() if s]
     try:
-        columns, key = _shape([{"columns": s} for s in shapes], base_columns)
+        columns, key = log_shape([{"columns": s} for s in shapes], base_columns)
     except ValueError:
         return None
     if not key:
@@ -59,7 +59,7 @@ def plan_columnwise(log: pa.Table, snapshot: Snapshot, through_lsn: int, base_co
     deleted = pc.equal(ops, "D")
     keys = {f"k{j}": pc.if_else(deleted, pc.list_element(changes["old"], k), pc.list_element(changes["new"], k))
             for j, k in enumerate(key)}
-    numbered = pa.table({**keys, "n": pa.array(np.arange(len(ops), dtype=np.int64)), "d": deleted})
+    numbered = pa.table({**keys, "n": pa.array(np.arange(len(ops), dtype=np.int64))})
     last = numbered.group_by(list(keys), use_threads=False).aggregate([("n", "max")])
     final = changes.take(last["n_max"])
     kept = pc.invert(pc.equal(final["op"], "D"))
@@ -70,5 +70,5 @@ def plan_columnwise(log: pa.Table, snapshot: Snapshot, through_lsn: int, base_co
     plan.arrow_rows = pa.table({f"c{i}": pc.list_element(rows["new"], i).cast(pa.large_string())
                                 for i in range(len(columns))}) if rows.num_rows else None
     plan.arrow_delete_keys = pa.table({f"c{j}": last[f"k{j}"].cast(pa.large_string()) for j in range(len(key))}) \
-        if last.num_rows and not plan.truncated else None
+        if last.num_rows else None
     return plan, changes
