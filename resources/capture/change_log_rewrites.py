@@ -79,7 +79,7 @@ def rekey(lake: Lake, keyring: Keyring) -> dict[str, int]:
     moved = {}
     for relation in sorted(set(found["relation"].to_pylist())):
         rows = read(location(lake), relation, keyring=keyring).to_pylist()
+        moved[relation] = sum(1 for row in rows if row["key_id"] not in (None, current))
         seal(rows, keyring)
         _rewrite(lake, relation, rows)
-        moved[relation] = sum(1 for row in rows if row["key_id"] == current)
     return moved
