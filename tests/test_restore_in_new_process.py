@@ -140,7 +140,11 @@ def wait_for_restores(server: DagsterServer, back: Callable[[], bool], timeout: 
 
 
 def assert_no_failed_run(server: DagsterServer) -> None:
-    failed = [r for r in server.runs() if r["status"] != "SUCCESS"]
+    """No run of the platform's own reactions (restores, checkpoints) failed. Runs of the daily schedules are
+    not this test's: one fires when a test happens to run across its hour (quality_checks_2330 on an empty
+    lake), whatever the day."""
+    failed = [r for r in server.runs() if r["status"] in ("FAILURE", "CANCELED")
+              and "dagster/schedule_name" not in r["tags"]]
     assert not failed, f"runs that did not succeed: {failed}"
 
 
