@@ -92,6 +92,15 @@ class Seaweed:
             try:
                 fs.create_dir(server.bucket)
                 fs.get_file_info(pafs.FileSelector(server.bucket))
+                # a listing is served before the volume server has told the master about its volumes; an object
+                # written and read back means objects are served too (a restarted server answered 500 before)
+                probe = f"{server.bucket}/.ready-probe"
+                with fs.open_output_stream(probe) as out:
+                    out.write(b"ready")
+                with fs.open_input_stream(probe) as back:
+                    if back.read() != b"ready":
+                        raise OSError("probe read back wrong")
+                fs.delete_file(probe)
                 return
             except OSError:
                 time.sleep(0.5)
