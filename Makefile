@@ -68,7 +68,7 @@ drill: install  ## DROP TABLE on a protected table and time the sensor-driven re
 	$(BIN)/python -m bench.drill --rows $(DRILL_ROWS) --table $(TABLE)
 
 PG_DRILL_ROWS ?= 1000000
-SCALE ?= 10
+SCALE ?= 50
 bench-schemas: install  ## Aegis vs pg_dump/pg_restore (-j2) on pgbench's schema, one group, through Dagster (SCALE)
 	$(BIN)/python -m bench.pg_schemas --scale $(SCALE)
 
