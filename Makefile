@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up capture bench-capture bench-schemas install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
+.PHONY: up capture worker bench-capture bench-schemas install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
 METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
@@ -35,6 +35,11 @@ up: install env .dagster_home/dagster.yaml  ## set up and run the platform on th
 
 capture: install env  ## the change capture alone: PostgreSQL (wal_level=logical) into the change log, SQLite through Litestream
 	$(BIN)/python -m platform_assets.protection.capture_process
+
+QUEUE ?= dagster
+NAME ?= aegis-$(shell hostname)
+worker: install env  ## a Dagster Celery worker on this host for AEGIS_EXECUTOR=celery (QUEUE, NAME; DAGSTER_HOME: the shared PostgreSQL instance)
+	$(BIN)/python -m platform_assets.ops.worker --queue $(QUEUE) --name $(NAME)
 
 # the local instance (run queue polled every second, short-lived skipped sensor ticks): docker/dagster.local.yaml
 .dagster_home/dagster.yaml: docker/dagster.local.yaml

@@ -18,6 +18,7 @@ from platform_assets.quality.automation import automation_sensor
 from platform_assets.security import assets as security
 from platform_assets.security import erasure, key_rotation
 from resources import CheckpointStore, Lake, PiiMasker, RecoveryPolicy, SourceDatabase, SyntheticVolume, Warehouse
+from resources.execution import executor_from_env
 from resources.http.macro_api import DEFAULT_URL, MacroSeriesApi
 from resources.lake.settings import retention_from_env
 from sensors.alerts import build_alert_sensor
@@ -60,12 +61,12 @@ resources = {
     "macro_api": MacroSeriesApi(lake=lake, base_url=os.environ.get(MacroSeriesApi.ENV_VAR) or DEFAULT_URL),
 }
 
-# Every run executes its steps in its own process, one after the other: on two cores a process per step
-# cost minutes (a day from the UI: 219 s with the default multiprocess executor, 101-115 s with a preloading
-# forkserver, 18-22 s in process; see README "Fast from the UI").
+# By default every run executes its steps in its own process, one after the other: on two cores a process per
+# step cost minutes (a day from the UI: 219 s with the default multiprocess executor, 101-115 s with a preloading
+# forkserver, 18-22 s in process; see README "Fast from the UI"). AEGIS_EXECUTOR=celery sends them to workers.
 defs = dg.Definitions(assets=assets, asset_checks=asset_checks,
                       jobs=[*jobs, *protection.restore_jobs, *protection.rewind_jobs, lake_restore_job,
                             lake_maintenance.maintenance_job,
                             *key_rotation.jobs, erasure.forget_customer],
                       schedules=[*schedules, quality_recheck, lake_maintenance.maintenance_schedule],
-                      sensors=sensors, resources=resources, executor=dg.in_process_executor)
+                      sensors=sensors, resources=resources, executor=executor_from_env())

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from resources.execution import restore_executor
+
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=dg.AssetSelection.groups("source", "bronze"),
     description="Source systems write the day; bronze lands it raw in the lake.",
@@ -21,14 +23,14 @@ checkpoint_job = dg.define_asset_job(
 )
 recovery_job = dg.define_asset_job(
     "recovery_job", selection=dg.AssetSelection.groups("recovery"),
-    # one process: a restore must not wait for a second Python to start
-    executor_def=dg.in_process_executor,
+    # one process unless AEGIS_RESTORE_EXECUTOR says otherwise: a restore must not wait for a second Python
+    executor_def=restore_executor(),
     description="Restores source tables; launched by source_table_watch with the lost table selected.",
 )
 
 lake_rebuild_job = dg.define_asset_job(
     "lake_rebuild_job", selection=dg.AssetSelection.groups("bronze", "silver", "gold"),
-    executor_def=dg.in_process_executor,
+    executor_def=restore_executor(),
     description="Re-materialises one damaged lake partition from its upstream; launched by lake_partition_watch "
     "with the table's assets selected.",
 )

@@ -17,6 +17,7 @@ import dagster as dg
 from platform_assets.lake.catalogue import lake_table
 from platform_assets.layers.lake_writes import lake_metadata
 from resources import Lake
+from resources.execution import restore_executor
 from resources.lake.delta_tables import HISTORY_DEPTH, TimeTravelError, open_table, version_at
 
 
@@ -68,7 +69,7 @@ def restore_lake_table(context: dg.OpExecutionContext, config: LakeRestoreConfig
             "restore": dg.MetadataValue.json({k: v for k, v in metrics.items() if isinstance(v, int | str)})})
 
 
-@dg.job(name="lake_restore", executor_def=dg.in_process_executor,
+@dg.job(name="lake_restore", executor_def=restore_executor(),
         description="Restore a lake table (or one day of it) to an earlier Delta version or time; see the "
         "versions metadata of the bronze/silver/gold assets. Config: table, date, version | as_of.")
 def lake_restore_job():

@@ -43,6 +43,7 @@ from platform_assets.protection.sqlite_point_in_time import from_replica
 from resources import CheckpointStore, RecoveryPolicy, SourceDatabase
 from resources.databases.consistency_groups import ConsistencyGroup
 from resources.databases.table_refs import TableRef, safe_component
+from resources.execution import restore_executor
 
 RECOVERY_LOG = dg.AssetKey("recovery_log")
 LOG_ROWS = 100
@@ -269,7 +270,7 @@ def restore_job(ref: TableRef, group: ConsistencyGroup):
         f"restore_{ref.flat_id}", selection=[dg.AssetKey(["recovery", *ref.key_path])], partitions_def=partitions,
         config=dg.PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda key: {
             "ops": {op: {"config": {"checkpoint_id": key}}}}),
-        executor_def=dg.in_process_executor,
+        executor_def=restore_executor(),
         description=f"Restore one chosen checkpoint of {table}. Its partitions are the kept checkpoints "
         f"(newest last): pick one in the launchpad and add target_table: {safe_component(ref.name)}_restored "
         "to restore beside the live table (or replace_live_table: true).",

@@ -7,6 +7,7 @@ import dagster as dg
 from resources.capture.timeline import moments_name, xid_of
 from resources.databases.consistency_groups import ConsistencyGroup
 from resources.databases.table_refs import TableRef, safe_component
+from resources.execution import restore_executor
 
 
 def rewind_job(ref: TableRef, group: ConsistencyGroup):
@@ -16,7 +17,7 @@ def rewind_job(ref: TableRef, group: ConsistencyGroup):
         f"rewind_{ref.flat_id}", selection=[dg.AssetKey(["recovery", *ref.key_path])], partitions_def=partitions,
         config=dg.PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda key: {
             "ops": {op: {"config": {"before_transaction": xid_of(key)}}}}),
-        executor_def=dg.in_process_executor,
+        executor_def=restore_executor(),
         description=f"Restore {ref.label} to just before one of its largest recent transactions (PostgreSQL's "
         "change log). Its partitions are those moments, newest last: pick one in the launchpad, add target_table: "
         f"{safe_component(ref.name)}_before to restore beside the live table (or replace_live_table: true).",
