@@ -10,7 +10,7 @@ DRILL_ROWS ?= 100000
 TABLE  ?= infra_logs
 BENCH_ROWS ?= 100000,1000000
 
-.PHONY: up capture worker bench-capture bench-schemas install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
+.PHONY: up capture worker bench-scale bench-capture bench-schemas install env test lint validate demo drill drill-postgres bench clean migrate-lake doctor metrics
 METRICS_PORT ?= 9464
 
 install: $(VENV)/.installed
@@ -80,6 +80,10 @@ bench-schemas: install  ## Aegis vs pg_dump/pg_restore (-j2) on pgbench's schema
 CHANGES ?= 100000
 drill-postgres: install  ## the DROP drill on PostgreSQL with the change capture: 1M rows, CHANGES since the base
 	$(BIN)/python -m bench.pg_drill --rows $(PG_DRILL_ROWS) --changes $(CHANGES)
+
+BACKFILL_DAYS ?= 8
+bench-scale: install  ## a BACKFILL_DAYS backfill (8) in process and through Celery on 1 and 2 workers, ROWS a table (bench/RESULTS-scale-out.md; RabbitMQ, PostgreSQL)
+	$(BIN)/python -m bench.scale_out --days $(BACKFILL_DAYS) --rows $(ROWS)
 
 bench-capture: install  ## continuous protection measured: tps with the capture off/on, RPO p50/p99, restore with replay vs full (bench/RESULTS-capture.md)
 	$(BIN)/python -m bench.capture $(ARGS)

@@ -7,10 +7,7 @@ hands its step to the other; a setup that would read one host's files on another
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +18,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
+from bench.celery_workers import Workers
 from bench.dagster_server import DAILY_GROUPS, DagsterServer, dagster_server, synthetic_sgs_url
 from platform_assets.lake.catalogue import LAKE_TABLES
 from platform_assets.macro.series import NAME as MACRO
@@ -28,9 +26,25 @@ from resources import Lake
 from resources.execution import ExecutionSettingError, executor_from_env, local_settings, restore_executor
 from tests.conftest import PII_KEY, ROWS, World, unavailable
 from tests.test_deployment import production_instance_yaml
+from tests.test_restore_in_new_process import (
+    checkpoint_everything,
+    pg_existing,
+    pg_truth,
+    psql,
+    wait_for_restores,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_EVENT = "in celery worker"
+PROTECTED = ["public.docs", "public.acct", "public.acct_entries"]
+USER_SCHEMA = """
+CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, meta jsonb, at timestamptz DEFAULT now());
+CREATE TABLE acct (id int PRIMARY KEY, name text UNIQUE NOT NULL);
+CREATE TABLE acct_entries (id serial PRIMARY KEY, acct_id int NOT NULL REFERENCES acct(id), amount numeric(12,2));
+INSERT INTO docs SELECT i, 'doc ' || i, jsonb_build_object('n', i) FROM generate_series(1, 200000) i;
+INSERT INTO acct SELECT i, 'account ' || i FROM generate_series(1, 200) i;
+INSERT INTO acct_entries (acct_id, amount) SELECT 1 + i % 200, i * 0.01 FROM generate_series(1, 3000) i;
+"""
 RUN_EVENTS = """query($id: ID!, $cursor: String) { logsForRun(runId: $id, afterCursor: $cursor, limit: 5000) {
   ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { message stepKey }
     ... on EngineEvent { metadataEntries { label ... on TextMetadataEntry { text } } } } } } }"""
@@ -73,41 +87,6 @@ def _rabbitmq() -> None:
             unavailable("RabbitMQ is not listening on 127.0.0.1:5672")
 
 
-class Workers:
-    """`make worker` processes, each in its own working directory (a host of its own)."""
-
-    def __init__(self, env: dict[str, str], work: Path) -> None:
-        self.env, self.work, self.procs = env, work, {}
-
-    def start(self, name: str) -> None:
-        home = self.work / name
-        home.mkdir(exist_ok=True)
-        log = open(home / "worker.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "platform_assets.ops.worker", "--name", name, "--concurrency", "1",
-             "--queue", self.env["AEGIS_CELERY_QUEUE"]],
-            cwd=home, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while b"ready." not in (home / "worker.log").read_bytes():
-            assert self.procs[name].poll() is None, (home / "worker.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, f"worker {name} did not start: " + (home / "worker.log").read_text()
-            time.sleep(0.5)
-
-    def kill(self, name: str) -> None:
-        os.killpg(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-
-
 @pytest.fixture(scope="module")
 def celery_platform(tmp_path_factory, make_pg_database, s3_env):
     _rabbitmq()
@@ -117,15 +96,17 @@ def celery_platform(tmp_path_factory, make_pg_database, s3_env):
     config = production_instance_yaml(s3_env.bucket)
     config["run_monitoring"] = {"enabled": True, "poll_interval_seconds": 5}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    dagster_db = make_pg_database("celery_dagster")
+    dagster_db, source = make_pg_database("celery_dagster"), make_pg_database("celery_source")
+    psql(source, USER_SCHEMA)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "DAGSTER_"))}
     env.update(
         DAGSTER_HOME=str(home), DAGSTER_PG_HOST="127.0.0.1", DAGSTER_PG_PORT="5432", DAGSTER_PG_USER="postgres",
         DAGSTER_PG_PASSWORD="", DAGSTER_PG_DB=dagster_db.rsplit("/", 1)[1], AEGIS_LOG_BUCKET=s3_env.bucket,
         AWS_ENDPOINT_URL=s3_env.endpoint, AWS_REGION="us-east-1", AEGIS_IMAGE="unused", AEGIS_DOCKER_NETWORK="unused",
-        AEGIS_SOURCE_URL=make_pg_database("celery_source"), AEGIS_LAKE_URL=f"s3://{s3_env.bucket}/celery",
+        AEGIS_SOURCE_URL=source, AEGIS_PROTECTED_TABLES="docs,acct,acct_entries", AEGIS_WATCH_INTERVAL_SECONDS="2", AEGIS_LAKE_URL=f"s3://{s3_env.bucket}/celery",
         AEGIS_WAREHOUSE_URL=make_pg_database("celery_serving"), AEGIS_PII_KEY=PII_KEY,
         AEGIS_ROWS_PER_DAY=str(ROWS), AEGIS_MACRO_API_URL=synthetic_sgs_url(), AEGIS_EXECUTOR="celery",
+        AEGIS_RESTORE_EXECUTOR="celery",
         AEGIS_CELERY_QUEUE=f"aegis-test-{uuid.uuid4().hex[:8]}",  # no other run's steps, no stale messages
     )
     workers = Workers(env, work)
@@ -226,3 +207,65 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other(celery_platform, p
             assert got.num_rows == expected.num_rows, f"bronze/{name} {day} damaged"
     finally:
         workers.start(victim)
+
+
+def test_the_watch_restores_a_dropped_table_and_a_group_through_the_workers(celery_platform):
+    """The watch sensor's restore and a foreign-key group's restore, each step on a worker that loaded the code
+    location after the loss — and the worker that took the first restore killed while it held it: the restore's
+    transaction dies with it (nothing half-restored), the other worker runs it again. The tables compared with
+    the truth as PostgreSQL holds it."""
+    server, workers, env = celery_platform
+    url = env["AEGIS_SOURCE_URL"]
+    checkpoint_everything(server)
+    truth = pg_truth(url, PROTECTED)
+    psql(url, "DROP TABLE docs; DROP TABLE acct, acct_entries CASCADE")
+    deadline, victim = time.monotonic() + 120, None
+    while victim is None:
+        assert time.monotonic() < deadline, "no restore step reached a worker within 120 s"
+        for run in server.runs({"aegis/trigger": "source_table_watch"}):
+            if started := workers_of(run_events(server, run["runId"])):
+                victim, first = sorted(started)[0], run["runId"]
+                break
+        time.sleep(0.05)
+    workers.kill(victim)
+    try:
+        runs = wait_for_restores(server, lambda: pg_existing(url, PROTECTED) == set(PROTECTED))
+        assert pg_truth(url, PROTECTED) == truth
+        assert psql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN "
+                         "('docs', 'acct', 'acct_entries', 'sales', 'customers', 'infra_logs', 'video_events')"
+                    ).strip() == "0", "a restore left a table behind"
+        keys = [r["tags"]["aegis/restore_key"] for r in runs]
+        assert any("acct-" in k and "acct_entries-" in k for k in keys), f"the group in one run: {keys}"
+        for run in runs:
+            assert workers_of(run_events(server, run["runId"])) & {"host-a", "host-b"}, "restored on a worker"
+        events = run_events(server, first)
+        survivor = ({"host-a", "host-b"} - {victim}).pop()
+        for step in {e.get("stepKey") for e in events} - {None}:
+            ran = executions(events, step)
+            finished = any(e.get("stepKey") == step and "Finished execution" in (e.get("message") or "")
+                           for e in events)
+            assert ran in ([victim, survivor], [survivor]) or (ran == [victim] and finished), (step, ran)
+    finally:
+        workers.start(victim)
+
+
+def test_two_runs_writing_one_partition_from_two_workers_leave_it_whole(celery_platform, production_world: World):
+    """Two runs replace the same day of bronze/sales and silver/sales at once, their steps on different workers:
+    both succeed (a writer that lost the commit runs its step again) and the partitions hold exactly one writer's
+    rows, the rows one process writes."""
+    server, _, env = celery_platform
+    day = production_world.days[0]
+    assets = [["bronze", "sales"], ["silver", "sales"], ["silver", "sales_quarantine"]]
+    job = next(j for n in server.asset_nodes() if n["assetKey"]["path"] == assets[0] for j in n["jobNames"]
+               if j.startswith("__ASSET_JOB"))
+    runs = [server.launch(job, assets, tags={"dagster/partition": day}) for _ in range(2)]
+    for run_id in runs:
+        run = server.wait_for_run(run_id, timeout=300)
+        assert run["status"] == "SUCCESS", [e.get("message") for e in run_events(server, run_id)][-20:]
+    ours = Lake(url=env["AEGIS_LAKE_URL"], endpoint_url=env["AWS_ENDPOINT_URL"])
+    for layer in ("bronze", "silver"):
+        kept = [c for c in ours.read_partition(layer, "sales", day).column_names if not c.startswith("_")]
+        got = ours.read_partition(layer, "sales", day, columns=kept)
+        expected = production_world.lake.read_partition(layer, "sales", day, columns=kept)
+        order = [(c, "ascending") for c in kept]
+        assert got.sort_by(order).equals(expected.sort_by(order)), f"{layer}/sales {day} is not one writer's"

@@ -23,7 +23,8 @@ def variables_read_by_the_code() -> set[str]:
 
 def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "s3", "code", "webserver", "daemon", "metrics", "capture"}
+    assert set(services) == {"postgres", "s3", "rabbitmq", "code", "webserver", "daemon", "metrics", "capture",
+                             "worker"}
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
     assert services["code"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
@@ -34,7 +35,10 @@ def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
     assert services["metrics"]["ports"] == ["127.0.0.1:9464:9464"]
     declared = set(COMPOSE["volumes"])
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("/", "."))}
-    assert used == declared == {"postgres-data", "s3-data"}
+    assert used == declared == {"postgres-data", "s3-data", "rabbitmq-data"}
+    assert services["worker"]["depends_on"] == {"code": {"condition": "service_healthy"},
+                                                "rabbitmq": {"condition": "service_healthy"}}
+    assert services["worker"]["deploy"]["replicas"] >= 2, "steps spread over more than one worker"
     assert "/var/run/docker.sock" in " ".join(services["daemon"]["volumes"]), "DockerRunLauncher needs the socket"
     assert "wal_level=logical" in services["postgres"]["command"], "the change capture needs logical decoding"
     assert services["capture"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
@@ -43,7 +47,7 @@ def test_every_service_is_there_with_a_healthcheck_and_starts_in_order():
 
 def test_every_variable_the_code_reads_is_set_for_the_platform_containers():
     environment = COMPOSE["services"]["code"]["environment"]
-    for name in ("webserver", "daemon", "metrics", "capture"):
+    for name in ("webserver", "daemon", "metrics", "capture", "worker"):
         assert COMPOSE["services"][name]["environment"] == environment
     missing = variables_read_by_the_code() - set(environment)
     assert not missing, f"read by the code but not set in docker-compose.yml: {sorted(missing)}"
