@@ -40,7 +40,6 @@ def instance_yaml(bucket: str) -> str:
     """docker/dagster.yaml with the local run launcher (no Docker here)."""
     config = yaml.safe_load((ROOT / "docker/dagster.yaml").read_text())
     config["run_launcher"] = {"module": "dagster", "class": "DefaultRunLauncher"}
-    config["run_monitoring"] = {"enabled": True, "poll_interval_seconds": 5}
     return yaml.safe_dump(config)
 
 

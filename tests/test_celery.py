@@ -94,7 +94,7 @@ def celery_platform(tmp_path_factory, make_pg_database, s3_env):
     home = work / "dagster_home"
     home.mkdir()
     config = production_instance_yaml(s3_env.bucket)
-    config["run_monitoring"] = {"enabled": True, "poll_interval_seconds": 5}
+    assert config["run_monitoring"]["enabled"], "production watches its runs"
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     dagster_db, source = make_pg_database("celery_dagster"), make_pg_database("celery_source")
     psql(source, USER_SCHEMA)

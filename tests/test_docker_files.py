@@ -62,6 +62,7 @@ def test_the_instance_is_production_shaped():
     assert INSTANCE["concurrency"]["runs"]["max_concurrent_runs"] > 0
     assert INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]
     assert INSTANCE["concurrency"]["pools"]["default_limit"] == 1, "pools (warehouse, lake writers) are limited"
+    assert INSTANCE["run_monitoring"]["enabled"], "a run whose container died must end, not hang"
     assert INSTANCE["run_launcher"]["class"] == "DockerRunLauncher"
     assert INSTANCE["run_retries"]["enabled"] is True
     assert INSTANCE["compute_logs"]["class"] == "S3ComputeLogManager"

@@ -2,6 +2,7 @@
 on a closed PostgreSQL port and on an unreachable S3; the metrics endpoint over HTTP, parsed as OpenMetrics."""
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from bench.dagster_server import free_port
 from resources import CheckpointStore, Lake, SourceDatabase
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_TABLES = {"customers", "sales", "infra_logs", "video_events"}
@@ -48,8 +50,9 @@ def test_doctor_on_the_embedded_stack_prints_ok_or_warn_for_every_check_and_exit
     found = findings(result.stdout)
     assert found and all(status in ("OK", "WARN") for status, _ in found), result.stdout
     text = result.stdout
-    for check in ("source database", "lake", "warehouse", "dagster storage", "macro API", "macro API breaker",
-                  "checkpoint encryption", "PII key", "disk (lake)", *(f"checkpoint {t}" for t in PLATFORM_TABLES)):
+    for check in ("source database", "lake", "warehouse", "dagster storage", "executor", "macro API",
+                  "macro API breaker", "checkpoint encryption", "PII key", "disk (lake)",
+                  *(f"checkpoint {t}" for t in PLATFORM_TABLES)):
         assert any(line.startswith(check + " ") for _, line in found), f"no line for {check}:\n{text}"
     assert "keyring present and valid: 1 key(s)" in text and "circuit breaker closed" in text
     assert PII_KEY not in text and CHECKPOINT_KEY not in text, "a secret was printed"
@@ -62,6 +65,33 @@ def test_doctor_names_a_closed_postgresql_port_fails_and_hides_the_password(tmp_
     failed = [line for status, line in findings(result.stdout) if status == "FAIL"]
     assert any(line.startswith("source database") and "AEGIS_SOURCE_URL=" in line for line in failed), result.stdout
     assert "pg-secret-pw" not in result.stdout + result.stderr and "aegis:***@" in result.stdout
+
+
+def test_doctor_with_celery_names_the_broker_the_workers_and_each_setting_that_lives_on_this_host(tmp_path):
+    """The embedded stack with AEGIS_EXECUTOR=celery: the broker (RabbitMQ on 127.0.0.1:5672) answers, no worker
+    listens (WARN), and Dagster's SQLite storage and the three file URLs each FAIL by name; a wrong value and a
+    closed broker port fail naming their variable, without the broker's password."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        if s.connect_ex(("127.0.0.1", 5672)) != 0:
+            unavailable("RabbitMQ is not listening on 127.0.0.1:5672")
+    result = doctor(embedded_env(tmp_path, AEGIS_EXECUTOR="celery",
+                                 AEGIS_CELERY_QUEUE="aegis-doctor-nobody-listens"), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [(status, line) for status, line in findings(result.stdout) if line.startswith("executor ")]
+    assert any(status == "OK" and "broker" in line and "workers answering" in line for status, line in lines) or \
+        any(status == "WARN" and "workers answering: none" in line for status, line in lines), result.stdout
+    failed = " ".join(line for status, line in lines if status == "FAIL")
+    for named in ("Dagster's storage", "AEGIS_SOURCE_URL", "AEGIS_LAKE_URL", "AEGIS_WAREHOUSE_URL"):
+        assert named in failed, f"{named} not named:\n{result.stdout}"
+    wrong = doctor(embedded_env(tmp_path, AEGIS_EXECUTOR="threads"), tmp_path)
+    assert any(status == "FAIL" and "AEGIS_EXECUTOR='threads'" in line for status, line in findings(wrong.stdout))
+    closed = doctor(embedded_env(tmp_path, AEGIS_EXECUTOR="celery",
+                                 AEGIS_CELERY_BROKER=f"pyamqp://aegis:broker-secret@127.0.0.1:{free_port()}//"),
+                    tmp_path)
+    assert any(status == "FAIL" and line.startswith("executor") for status, line in findings(closed.stdout)), \
+        closed.stdout
+    assert "broker-secret" not in closed.stdout + closed.stderr
 
 
 def test_doctor_names_an_unreachable_s3_lake_and_fails(tmp_path):

@@ -19,6 +19,7 @@ from resources import CheckpointStore, Lake, SourceDatabase, Warehouse
 from resources.capture.health import capture_health
 from resources.checkpoints.format import checkpoint_time
 from resources.checkpoints.keys import KEY_VAR, RING_VAR, parse_ring
+from resources.execution import EXECUTOR_VAR, celery_config, chosen, local_settings
 from resources.http.macro_api import DEFAULT_URL, MacroSeriesApi
 from resources.urls import absolute, redact
 
@@ -141,6 +142,32 @@ def _dagster() -> Iterator[Finding]:
     yield _disk("disk (dagster home)", home)
 
 
+def _executor() -> Iterator[Finding]:
+    """Where steps run; with Celery, the broker answering, workers listening and nothing local in the way."""
+    name = chosen()  # a wrong value raises, naming the variable
+    if name != "celery":
+        yield Finding(OK, "executor", f"{EXECUTOR_VAR}={name}: steps run on the host that launches the run")
+        return
+    from celery import Celery
+
+    config = celery_config()
+    app = Celery("aegis-doctor", broker=config["broker"], backend=config["backend"])
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=5)
+    replies = app.control.inspect(timeout=3).ping() or {}
+    workers = ", ".join(sorted(replies)) or "none"
+    yield Finding(OK if replies else WARN, "executor", f"{EXECUTOR_VAR}=celery: broker {redact(config['broker'])} "
+                  f"reachable; workers answering: {workers}", "" if replies else "start one: make worker")
+    home = os.environ.get("DAGSTER_HOME")
+    if home and os.path.isdir(home):
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(home) as instance:
+            problems = local_settings(instance)
+        for problem in problems:
+            yield Finding(FAIL, "executor", problem, "Celery runs are refused until it is fixed")
+
+
 def _disk(check: str, path: str) -> Finding:
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
@@ -239,6 +266,7 @@ def run_all() -> list[Finding]:
     probes = [("source database", "AEGIS_SOURCE_URL", _source), ("lake", "AEGIS_LAKE_URL", _lake),
               ("change capture", "AEGIS_SOURCE_URL", _capture),
               ("warehouse", "AEGIS_WAREHOUSE_URL", _warehouse), ("dagster storage", "DAGSTER_HOME", _dagster),
+              ("executor", EXECUTOR_VAR, _executor),
               ("checkpoints", "AEGIS_LAKE_URL", _checkpoints), ("macro API", MacroSeriesApi.ENV_VAR, _macro_api),
               ("macro API breaker", "AEGIS_LAKE_URL", _macro_breaker),
               ("checkpoint encryption", RING_VAR, _checkpoint_key),

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = worker_config(Path(tempfile.mkdtemp(prefix="aegis-worker-")))
     argv = command(config, args.queue, args.name, args.concurrency)
-    os.execv(argv[0], argv)
+    # dagster-celery starts `celery` from the PATH: this interpreter's own, also when the venv is not activated
+    bindir = str(Path(sys.executable).parent)
+    os.execve(argv[0], argv, {**os.environ, "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])})
 
 
 if __name__ == "__main__":
